@@ -1,0 +1,1 @@
+"""Hydra configs, installed as package data so `pkg://noisybench.conf` resolves."""

@@ -1,0 +1,64 @@
+"""``python -m noisybench [overrides]``: one run, or a sweep with ``--multirun``."""
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .registry import ConfigError
+
+CONFIG_PACKAGE = "noisybench.conf"
+
+
+def group_options(group: str) -> list[str]:
+    folder = resources.files(CONFIG_PACKAGE).joinpath(group)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """One clear line for ``loss=nope`` instead of Hydra's multi-line "Could not find" report.
+
+    Only plain choices and comma-separated sweep lists are checked; anything else (glob(),
+    range(), quoted values) is left to Hydra.
+    """
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key.startswith(("+", "~", "hydra", "-")) or "." in key or "(" in value:
+            continue
+        options = group_options(key)
+        if not options:
+            continue
+        for choice in value.split(","):
+            if choice not in options and choice != "null":
+                raise ConfigError(f"unknown {key} '{choice}'; choose one of: {', '.join(options)}")
+
+
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_PACKAGE}", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from .run import run
+
+    try:
+        summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return summary.get("test_acc_last")
+
+
+def cli() -> None:
+    try:
+        check_group_choices(sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,85 @@
+"""Forward + backward time of every registered loss relative to ``F.cross_entropy`` on CPU.
+
+Batch 128 x 100 classes (float32 logits; labels cover every class so that L_DMI's 100 x 100
+matrix is as full as a batch allows). Each loss is timed in rounds interleaved with CE, so that
+load on the machine affects both alike; the ratio is median(loss) / median(CE). Losses with an
+L1 term are timed without it (its cost is the model's, not the loss's); L_DMI is timed in its
+DMI stage. A loss above ``--limit`` times CE is flagged and the exit status is 1.
+
+    python scripts/bench_losses.py [--threads 1] [--rounds 30] [--repeats 20]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from noisybench.losses import LOSSES, build_loss
+
+BATCH, CLASSES = 128, 100
+
+
+def time_block(fn, logits, labels, repeats: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn(logits, labels).backward()
+        logits.grad = None
+    return (time.perf_counter() - start) / repeats
+
+
+def build_for_bench(name: str):
+    options = {"name": name}
+    if "delta" in LOSSES.meta(name)["params"] and name != "ce_lc":
+        options["delta"] = 0.0
+    if name == "dmi":
+        options["warmup_epochs"] = 0
+    loss = build_loss(options, CLASSES)
+    loss.stage_lr(0)
+    return loss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=20, help="calls per timed block")
+    parser.add_argument("--limit", type=float, default=3.0)
+    parser.add_argument("--only", nargs="*", help="loss names (default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    generator = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(BATCH, CLASSES, generator=generator)).requires_grad_()
+    labels = torch.arange(BATCH) % CLASSES
+    names = args.only or LOSSES.names()
+    print(f"forward+backward, batch {BATCH} x {CLASSES}, {args.threads} thread(s), "
+          f"median of {args.rounds} rounds x {args.repeats} calls, ratio to F.cross_entropy")
+    print(f"{'loss':<12} {'time (us)':>10} {'CE (us)':>9} {'ratio':>6}")
+    slow = []
+    for name in names:
+        loss = build_for_bench(name)
+        for fn in (F.cross_entropy, loss):  # warm-up
+            time_block(fn, logits, labels, args.repeats)
+        ce_times, loss_times = [], []
+        for _ in range(args.rounds):
+            ce_times.append(time_block(F.cross_entropy, logits, labels, args.repeats))
+            loss_times.append(time_block(loss, logits, labels, args.repeats))
+        ce_us, loss_us = statistics.median(ce_times) * 1e6, statistics.median(loss_times) * 1e6
+        ratio = loss_us / ce_us
+        flag = f"  > {args.limit:g}x" if ratio > args.limit else ""
+        if flag:
+            slow.append(name)
+        print(f"{name:<12} {loss_us:>10.1f} {ce_us:>9.1f} {ratio:>6.2f}{flag}")
+    if slow:
+        print(f"above {args.limit:g}x cross entropy: {', '.join(slow)}")
+        return 1
+    print(f"all {len(names)} losses within {args.limit:g}x cross entropy")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

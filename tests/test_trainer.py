@@ -1,0 +1,101 @@
+"""The training loop's pieces, each checked against a direct computation."""
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import compose_config
+
+from noisybench.run import run
+from noisybench.trainer import EpochStats, evaluate, l1_norm, make_optimizer, seeds_for
+
+
+def test_memorisation_counts_on_a_hand_built_batch():
+    # 6 samples; samples 2..5 are flipped (noisy != clean).
+    clean = torch.tensor([0, 1, 2, 0, 1, 2])
+    noisy = torch.tensor([0, 1, 0, 1, 2, 1])
+    pred = torch.tensor([0, 2, 0, 0, 2, 0])  # flipped ones: 2 -> noisy, 3 -> clean, 4 -> noisy, 5 -> neither
+    logits = F.one_hot(pred, 3).float()
+    stats = EpochStats(torch.device("cpu"))
+    stats.add(torch.tensor(0.5), logits, noisy, clean)
+    r = stats.result()
+    assert r["memorised"] == pytest.approx(2 / 4)
+    assert r["corrected"] == pytest.approx(1 / 4)
+    assert r["train_acc_noisy"] == pytest.approx(3 / 6)   # samples 0, 2, 4
+    assert r["train_acc_clean"] == pytest.approx(2 / 6)   # samples 0, 3
+    assert r["train_loss"] == pytest.approx(0.5)
+
+
+def test_per_class_accuracy_agrees_with_a_direct_computation():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    x = torch.randint(0, 256, (103, 1, 4, 4), dtype=torch.uint8)
+    y = torch.randint(0, 4, (103,))
+    ev = evaluate(model, x, y, (0.5,), (0.25,), 4, batch_size=10, autocast=torch.no_grad,
+                  channels_last=False)
+    with torch.no_grad():
+        logits = model((x.float() / 255 - 0.5) / 0.25)
+    pred = logits.argmax(1)
+    for k in range(4):
+        assert ev["per_class"][k] == pytest.approx((pred[y == k] == k).float().mean().item())
+    assert ev["test_acc"] == pytest.approx((pred == y).float().mean().item())
+    assert ev["test_loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
+
+
+def _metrics(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_l1_term_raises_the_training_loss_by_l1_times_sum_abs_theta(tmp_path):
+    # A vanishing lr keeps the parameters at their initial values for the whole epoch.
+    base = ["trainer.epochs=1", "trainer.lr=1e-12", "trainer.checkpoint_every=0"]
+    run(compose_config(base), tmp_path / "plain")
+    run(compose_config([*base, "trainer.l1=0.001"]), tmp_path / "l1")
+    from noisybench.models import build_model
+    init = torch.Generator().manual_seed(seeds_for(0)["init"])
+    theta = l1_norm(build_model(compose_config().model, (1, 8, 8), 10, generator=init)).item()
+    plain = float(_metrics(tmp_path / "plain")[0]["train_loss"])
+    with_l1 = float(_metrics(tmp_path / "l1")[0]["train_loss"])
+    assert with_l1 - plain == pytest.approx(0.001 * theta, rel=1e-4)
+
+
+def test_cosine_schedule_is_stepped_per_epoch(tmp_path):
+    run(compose_config(["trainer.epochs=4", "trainer.lr=0.1", "trainer.eta_min=0.01"]), tmp_path)
+    lrs = [float(r["lr"]) for r in _metrics(tmp_path)]
+    expected = [0.01 + 0.09 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_protocol_options_reach_the_optimiser():
+    cfg = compose_config(["trainer.nesterov=true", "trainer.momentum=0.9", "trainer.weight_decay=0.01"])
+    opt = make_optimizer(torch.nn.Linear(2, 2), cfg.trainer, cfg.trainer.weight_decay)
+    group = opt.param_groups[0]
+    assert (group["nesterov"], group["momentum"], group["weight_decay"]) == (True, 0.9, 0.01)
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path):
+    # One full-batch step with lr 1, no momentum and no weight decay moves the parameters by
+    # exactly the clipped gradient, whose norm is grad_clip.
+    run(compose_config(["trainer.epochs=1", "trainer.batch_size=2000", "trainer.lr=1.0", "trainer.momentum=0",
+                        "trainer.weight_decay=0", "trainer.grad_clip=0.001"]), tmp_path)
+    from noisybench.models import build_model
+    init = torch.Generator().manual_seed(seeds_for(0)["init"])
+    model = build_model(compose_config().model, (1, 8, 8), 10, generator=init)
+    trained = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    step = torch.sqrt(sum(((trained[name] - p.detach()) ** 2).sum() for name, p in model.named_parameters()))
+    assert step.item() == pytest.approx(0.001, rel=1e-4)
+
+
+def test_same_seed_same_metrics_different_seed_different(tmp_path):
+    args = ["trainer.epochs=2", "noise.rate=0.2"]
+    a = run(compose_config([*args, "seed=1"]), tmp_path / "a")
+    b = run(compose_config([*args, "seed=1"]), tmp_path / "b")
+    c = run(compose_config([*args, "seed=2"]), tmp_path / "c")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
+    assert strip(_metrics(tmp_path / "a")) == strip(_metrics(tmp_path / "b"))
+    assert strip(_metrics(tmp_path / "a")) != strip(_metrics(tmp_path / "c"))
+    assert a["noise_seed"] == 1 and c["noise_seed"] == 2 and b["test_acc_last"] == a["test_acc_last"]
