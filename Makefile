@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the embedded default dataset (scikit-learn's 8x8 digits): no download needed.
+# The main job: the quickstart sweep on the embedded digits dataset (no download), ending with
+# its leaderboard in multirun/quickstart/.
 run: install
-	$(PY) -m noisybench
+	$(PY) -m noisybench --multirun experiment=quickstart
 
 test: install
 	$(PY) -m pytest -q
@@ -27,6 +28,8 @@ test-fast: install
 
 bench: install
 	$(PY) scripts/bench_losses.py
+	$(PY) scripts/bench_trainer.py
+	$(PY) scripts/bench_leaderboard.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from omegaconf import DictConfig
 from .registry import ConfigError
 
 CONFIG_PACKAGE = "noisybench.conf"
+
+# conf/hydra/launcher/*.yaml keep the launcher plugins' names, so Hydra validates them against
+# the plugins' schemas (wanted) and warns that matching by name is deprecated. Set at import so
+# that launcher worker processes, which import this module for the task function, are quiet too.
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
 
 
 def group_options(group: str) -> list[str]:
@@ -51,7 +57,19 @@ def main(cfg: DictConfig) -> float | None:
     return summary.get("test_acc_last")
 
 
+def expose_hydra_plugins() -> None:
+    """Hydra takes sweepers only from the ``hydra_plugins`` namespace, found by scanning its path;
+    noisybench's lives in ``noisybench/plugins/`` (a plain folder, so an editable install works
+    too), which is added to that path before Hydra scans it."""
+    import hydra_plugins  # a namespace package: the launcher plugins we depend on provide it
+
+    folder = str(Path(__file__).resolve().parent / "plugins")
+    if folder not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(folder)
+
+
 def cli() -> None:
+    expose_hydra_plugins()
     try:
         check_group_choices(sys.argv[1:])
     except ConfigError as e:

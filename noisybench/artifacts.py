@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-import torch
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.csv"
@@ -49,6 +48,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    import torch  # here, not at the top: the leaderboard reads artifacts without loading torch
+
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 

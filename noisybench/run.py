@@ -1,6 +1,7 @@
 """One run, top to bottom: config -> dataset -> noise -> model -> loss -> trainer -> run artifacts."""
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import time
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
 from .artifacts import (FINISHED_STATUSES, NOISY_LABELS_FILE, SUMMARY_FILE, atomic_write_json,
@@ -18,14 +19,35 @@ from .logger import check_logger, make_logger
 from .losses import build_loss
 from .models import build_model
 from .noise import check_noise, make_noisy_labels
+from .plots import plot_run
 from .registry import ConfigError
 from .trainer import TrainData, check_trainer, resolve_device, seeds_for, train
 
 log = logging.getLogger("noisybench")
 
 
+# Trainer settings that change a run's numbers, recorded in summary.json.
+PROTOCOL_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "l1", "grad_clip",
+                 "schedule", "eta_min", "milestones", "gamma")
+
+
+def noise_variant(cfg_noise: DictConfig, dataset: str) -> str | None:
+    """The generator variant; for human noise the CIFAR-N label set actually used."""
+    if cfg_noise.name == "human":
+        from .noise.human import resolve_key
+
+        return resolve_key(dataset, cfg_noise.get("key"))
+    return cfg_noise.get("variant")
+
+
 def data_root(cfg: DictConfig) -> Path:
     return Path(str(cfg.data.root)).expanduser()
+
+
+@functools.lru_cache(maxsize=None)
+def check_model(model_yaml: str, input_shape: tuple, num_classes: int) -> None:
+    """Build the model once per (config, shape, classes): a sweep checks hundreds of cells."""
+    build_model(OmegaConf.create(model_yaml), input_shape, num_classes)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -35,7 +57,7 @@ def check_config(cfg: DictConfig) -> None:
     check_dataset(cfg.dataset)
     meta = DATASETS.meta(cfg.dataset.name)
     check_noise(cfg.noise, cfg.dataset.name, meta["num_classes"])
-    build_model(cfg.model, tuple(meta["input_shape"]), meta["num_classes"])
+    check_model(OmegaConf.to_yaml(cfg.model), tuple(meta["input_shape"]), meta["num_classes"])
     build_loss(cfg.loss, meta["num_classes"], dataset=cfg.dataset.name, noise=cfg.noise.name, rate=cfg.noise.rate)
     check_trainer(cfg.trainer)
     check_logger(cfg.logger)
@@ -75,14 +97,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "status": "running",
         "dataset": dataset.name,
         "num_classes": dataset.num_classes,
-        "noise": {"type": cfg.noise.name, "variant": cfg.noise.get("variant"), "rate": cfg.noise.rate,
-                  "realised_rate": noisy.realised_rate},
+        "noise": {"type": cfg.noise.name, "variant": noise_variant(cfg.noise, dataset.name),
+                  "rate": cfg.noise.rate, "realised_rate": noisy.realised_rate,
+                  **{k: v for k, v in OmegaConf.to_container(cfg.noise, resolve=True).items()
+                     if k not in ("name", "rate", "seed", "variant")}},
         "loss": cfg.loss.name,
         "loss_params": getattr(loss, "params", {}),
         "model": cfg.model.name,
         "seed": cfg.seed,
         "noise_seed": cfg.noise.seed,
         "epochs": cfg.trainer.epochs,
+        # The protocol settings that change a run's numbers (the leaderboard keeps them apart).
+        "trainer": {k: OmegaConf.to_container(cfg.trainer, resolve=True)[k] for k in PROTOCOL_KEYS},
         "device": str(resolve_device(cfg.trainer.device)),
         "versions": {"noisybench": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
@@ -96,6 +122,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         summary["wall_time_s"] = time.perf_counter() - started
         atomic_write_json(run_dir / SUMMARY_FILE, summary)
         logger.finish(summary)
+    try:
+        plot_run(run_dir)
+    except Exception as e:  # a figure must never fail a finished run
+        log.warning("no plots for %s: %s", run_dir, e)
     log.info("%s after %d epochs: last test acc %.4f, best %.4f (epoch %d); %s",
              summary["status"], summary["epochs_completed"], summary.get("test_acc_last", float("nan")),
              summary.get("test_acc_best", float("nan")), summary.get("best_epoch", 0), run_dir)

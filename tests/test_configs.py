@@ -65,6 +65,7 @@ BAD_VALUES = [
     (["trainer.batch_size=-4"], "trainer.batch_size"),
     (["trainer.lr=0"], "trainer.lr"),
     (["trainer.schedule=step"], "trainer.schedule"),
+    (["trainer.schedule=multistep", "trainer.milestones=[60,30]"], "trainer.milestones"),
     (["trainer.device=tpu"], "trainer.device"),
     (["loss=gce", "loss.q=1.5"], "q"),
     (["seed=-1"], "seed"),

@@ -70,6 +70,12 @@ def test_cosine_schedule_is_stepped_per_epoch(tmp_path):
     assert lrs == pytest.approx(expected)
 
 
+def test_multistep_schedule_decays_at_its_milestones(tmp_path):
+    run(compose_config(["trainer.epochs=5", "trainer.lr=0.1", "trainer.schedule=multistep",
+                        "trainer.milestones=[2,4]", "trainer.gamma=0.5"]), tmp_path)
+    assert [float(r["lr"]) for r in _metrics(tmp_path)] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+
+
 def test_protocol_options_reach_the_optimiser():
     cfg = compose_config(["trainer.nesterov=true", "trainer.momentum=0.9", "trainer.weight_decay=0.01"])
     opt = make_optimizer(torch.nn.Linear(2, 2), cfg.trainer, cfg.trainer.weight_decay)

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from . import papers, terms
-from .base import (CLAMP, LOG_CLAMP, NON_NEGATIVE, POSITIVE, Integer, Loss, Real, SoftmaxLoss,
-                   as_float, register_loss)
+from .base import (CLAMP, LOG_CLAMP, NON_NEGATIVE, POSITIVE, HandWrittenLoss, Integer, Loss, Real,
+                   SoftmaxLoss, register_loss)
 from .symmetric import GCE_Q
 
 
@@ -66,19 +66,25 @@ def fl_eps(num_classes: int, m: float = 1e5, gamma: float = 0.1, eps: float = 1e
 
 
 class LogitClipCE(SoftmaxLoss):
-    """CE on clipped logits: ``n = ||z||_2 + eps``; where ``n > 1/delta`` use ``delta * z / n``;
-    then CE on ``clamp(softmax, eps, 1)``. The clip runs under autograd (its Jacobian is part of
-    the official gradient)."""
+    """CE on clipped logits: ``n = ||z||_2 + eps``; where ``n > 1/delta`` the logits become
+    ``delta * z / n``; then CE on ``clamp(softmax, eps, 1)``. The gradient goes back through the
+    clip, whose Jacobian on a clipped row is ``(delta / n) (I - z z^T / (n ||z||))``."""
 
     def __init__(self, delta: float, eps: float):
         super().__init__([(1.0, terms.ClampedCE(eps))])
         self.clip_delta, self.eps = delta, eps
 
-    def _evaluate(self, logits, labels, reduce):
-        logits = as_float(logits)
-        norms = logits.norm(p=2, dim=-1, keepdim=True) + self.eps
-        clipped = torch.where(norms > 1 / self.clip_delta, logits / norms * self.clip_delta, logits)
-        return super()._evaluate(clipped, labels, reduce)
+    def evaluate(self, logits, labels, reduce, need_grad):
+        norms = torch.linalg.vector_norm(logits, dim=1, keepdim=True)
+        shifted = norms + self.eps
+        clipped = shifted > 1 / self.clip_delta
+        factor = torch.where(clipped, self.clip_delta / shifted, 1.0)
+        value, grad = super().evaluate(logits * factor, labels, reduce, need_grad)
+        if grad is not None:
+            along = torch.where(clipped, factor / (shifted * norms), 0.0)
+            along.mul_((logits * grad).sum(1, keepdim=True))
+            grad = grad.mul_(factor).addcmul_(logits, along, value=-1)
+        return value, grad
 
 
 @register_loss("ce_lc", family="active", bounded=True, papers=[papers.LOGIT_CLIP, papers.JAL],
@@ -87,38 +93,32 @@ def ce_lc(num_classes: int, delta: float = 2.5, eps: float = 1e-8):
     return LogitClipCE(delta, eps)
 
 
-class _LDRKL(torch.autograd.Function):
-    """``lam * log mean_k exp(d_k / lam)`` with ``u = softplus(z) / mean_k softplus(z)`` and
-    ``d = threshold * (1 - e_y) + u - u_y``; the backward is written out (one node)."""
+class LDRKL(HandWrittenLoss):
+    """JAL's ``LDRLoss_V1``: ``u = softplus(z) / mean_k softplus(z)``,
+    ``d = threshold * (1 - e_y) + u - u_y``, loss ``lam * log mean_k exp(d / lam)``."""
 
-    @staticmethod
-    def forward(ctx, logits, labels, threshold, lam):
-        index = labels.unsqueeze(1)
-        soft = F.softplus(logits)
-        mean = soft.mean(1, keepdim=True)
-        u = soft / mean
-        d = (u - u.gather(1, index) + threshold).div_(lam).scatter_(1, index, 0.0)
-        lse = torch.logsumexp(d, 1, keepdim=True)
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(index, d.sub_(lse).exp_(), u, mean, logits)
-        return lam * (lse.squeeze(1) - math.log(logits.shape[1]))
-
-    @staticmethod
-    def backward(ctx, grad_value):
-        index, weights, u, mean, logits = ctx.saved_tensors
-        grad_u = weights.scatter_add(1, index, torch.full_like(mean, -1.0))  # pi - e_y
-        centred = grad_u - (grad_u * u).mean(1, keepdim=True)
-        grad = centred.div_(mean).mul_(torch.sigmoid(logits)).mul_(grad_value.unsqueeze(1))
-        return grad, None, None, None
-
-
-class LDRKL(Loss):
     def __init__(self, threshold: float, lam: float):
         super().__init__()
         self.threshold, self.lam = threshold, lam
 
-    def values(self, logits, labels):
-        return _LDRKL.apply(as_float(logits), labels, self.threshold, self.lam)
+    def evaluate(self, logits, labels, reduce, need_grad):
+        index = labels.unsqueeze(1)
+        soft = F.softplus(logits)
+        mean = soft.mean(1, keepdim=True)
+        u = soft.div_(mean)
+        d = (u - u.gather(1, index)).add_(self.threshold).div_(self.lam).scatter_(1, index, 0.0)
+        top = d.amax(1, keepdim=True)  # the code's max subtraction
+        exps = d.sub_(top).exp_()
+        sums = exps.sum(1, keepdim=True)
+        value = sums.log().sub_(math.log(logits.shape[1])).add_(top).mul_(self.lam)
+        value = value.mean() if reduce else value.squeeze(1)
+        if not need_grad:
+            return value, None
+        # dL/du = softmax(d) - e_y; through u = s / mean(s): (g - mean_k(g u)) / mean(s);
+        # softplus' = sigmoid.
+        grad_u = exps.div_(sums).scatter_add_(1, index, torch.full_like(sums, -1.0))
+        grad_u.sub_((grad_u * u).mean(1, keepdim=True))
+        return value, grad_u.div_(mean).mul_(torch.sigmoid(logits))
 
 
 @register_loss("ldr_kl", family="active", bounded=True, papers=[papers.LDR, papers.JAL],

@@ -6,24 +6,24 @@ the documented defaults) and whose result is a ``Loss``. ``checks`` gives one va
 keyword argument; ``build_loss`` runs them before the builder, so a bad value fails at config
 time with one line.
 
-Most losses are weighted sums of per-sample *terms* of the softmax. Each term returns its value
-and its gradient with respect to ``log p`` (``h``); ``SoftmaxLoss`` evaluates all terms of a loss
-in one autograd node whose backward is the log-softmax chain rule
-``dL/dz = h - p * sum_k h_k``. One node instead of a dozen keeps every loss within a small
-factor of ``F.cross_entropy`` on CPU, and writing ``h`` by hand makes the detached terms and the
-clamps of the official code explicit (a clamped entry has zero gradient, a detached weight is a
-constant).
+Most losses are weighted sums of per-sample *terms* of the softmax. Each term adds its value and
+its gradient with respect to ``log p`` (``h``) to a ``Batch``; ``SoftmaxLoss`` turns ``h`` into
+the logit gradient with the log-softmax chain rule ``dL/dz = h - p * sum_k h_k``. The value and
+the gradient are computed together, once, in a single autograd node (``HandWritten``): at a
+batch of 128 x 100 an elementwise op costs about as much as its dispatch, so a loss spelled
+out in autograd ops (a dozen nodes forward and backward) is several times slower than
+``F.cross_entropy``, while one node with a few fused ops stays within a small factor. Writing
+``h`` by hand also makes the detached terms and the clamps of the official code explicit: a
+clamped entry has zero gradient (as ``torch.clamp`` gives it), a detached weight is a constant.
 """
 from __future__ import annotations
 
 import inspect
 import math
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from noisybench.registry import ConfigError, Registry
 
@@ -188,120 +188,202 @@ def as_float(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
+class _HandWritten(torch.autograd.Function):
+    """One autograd node for a loss that computes its own logit gradient (``evaluate``)."""
+
+    @staticmethod
+    def forward(ctx, logits, labels, loss, reduce):
+        value, grad = loss.evaluate(logits, labels, reduce, ctx.needs_input_grad[0])
+        # An attribute, not save_for_backward: ``grad`` is no input or output that could be
+        # modified in place, and skipping the saved-tensor checks is measurably faster here.
+        ctx.grad = grad
+        ctx.scale = 1 / len(logits) if reduce and loss.per_sample else 1.0
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_value):
+        grad = ctx.grad
+        if grad_value.dim() == 0:  # the batch mean (``grad`` is that of the sum) or a batch value
+            return grad * (grad_value * ctx.scale if ctx.scale != 1 else grad_value), None, None, None
+        return grad * grad_value.unsqueeze(1), None, None, None
+
+
+class HandWrittenLoss(Loss):
+    """A loss whose ``evaluate`` returns its value and, when asked, its logit gradient.
+
+    ``evaluate(logits, labels, reduce, need_grad) -> (value, grad or None)``: the batch mean
+    (``reduce``) or the per-sample values [N], and the gradient of the per-sample values' sum
+    (of the value itself when ``per_sample`` is False).
+    """
+
+    def evaluate(self, logits: torch.Tensor, labels: torch.Tensor, reduce: bool,
+                 need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def values(self, logits, labels):
+        if not self.per_sample:
+            return super().values(logits, labels)
+        return _HandWritten.apply(as_float(logits), labels, self, False)
+
+    def batch_value(self, logits, labels):
+        return _HandWritten.apply(logits, labels, self, True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Softmax terms
 # ---------------------------------------------------------------------------------------------
 
-class Batch:
-    """Softmax statistics of one batch, computed on first use and shared by all terms of a loss.
+class WeightedSum:
+    """``weight * tensor``, kept unscaled: adding ``w * x`` is one ``add_`` with
+    ``alpha = w / weight``, so that the scalar weights of the terms cost no op of their own."""
 
-    ``p`` is ``softmax(z)`` and ``logp`` is ``log_softmax(z)`` (computed only when a term needs
-    it), as the official code computes each.
+    __slots__ = ("tensor", "weight", "owned")
+
+    def __init__(self):
+        self.tensor: torch.Tensor | None = None
+        self.weight = 1.0
+        self.owned = False
+
+    def add(self, x: torch.Tensor, weight: float, owned: bool) -> None:
+        """``owned``: x is a temporary of the caller's, which the sum may keep and modify (a
+        cached statistic is not)."""
+        if weight == 0:
+            return
+        if self.tensor is None:
+            self.tensor, self.weight, self.owned = x, weight, owned
+        elif self.owned:
+            self.tensor.add_(x, alpha=weight / self.weight)
+        else:
+            self.tensor, self.owned = torch.add(self.tensor, x, alpha=weight / self.weight), True
+
+    def scaled(self) -> torch.Tensor:
+        """``weight * tensor`` as a tensor the caller may modify."""
+        if self.weight == 1:
+            return self.tensor if self.owned else self.tensor.clone()
+        if self.weight == -1:
+            return self.tensor.neg_() if self.owned else self.tensor.neg()
+        return self.tensor.mul_(self.weight) if self.owned else self.tensor * self.weight
+
+
+class Batch:
+    """Softmax statistics of one batch (computed on first use, shared by the terms of a loss)
+    and the value and gradient the terms add up.
+
+    ``p`` is ``softmax(z)`` and ``logp`` is ``log_softmax(z)`` (only computed when a term needs
+    it), as the official code computes each; ``p_y`` and ``logp_y`` are their label entries,
+    [N, 1]. A term adds its weighted per-sample value and, when ``need_grad``, its gradient with
+    respect to ``log p``, ``h = label * e_y + row * 1 + dense``; ``value_const`` and
+    ``label_const`` hold the parts that are the same for every sample. The statistics are
+    shared: terms never modify them in place, and pass them with ``owned=False``.
     """
 
-    def __init__(self, logits: torch.Tensor, labels: torch.Tensor):
+    def __init__(self, logits: torch.Tensor, labels: torch.Tensor, need_grad: bool):
         self.logits = logits
-        self.labels = labels
         self.index = labels.unsqueeze(1)
         self.num_classes = logits.shape[1]
+        self.need_grad = need_grad
+        self._p = self._logp = self._p_y = self._logp_y = None
         self._focal: dict[float, torch.Tensor] = {}
+        self.value, self.label, self.row, self.dense = WeightedSum(), WeightedSum(), WeightedSum(), WeightedSum()
+        self.value_const = self.label_const = 0.0
 
-    @cached_property
+    # Plain lazy properties: functools.cached_property takes a lock on every first access.
+    @property
     def p(self) -> torch.Tensor:
-        return torch.softmax(self.logits, dim=1)
+        if self._p is None:
+            self._p = torch.softmax(self.logits, dim=1)
+        return self._p
 
-    @cached_property
+    @property
     def logp(self) -> torch.Tensor:
-        return torch.log_softmax(self.logits, dim=1)
+        if self._logp is None:
+            self._logp = torch.log_softmax(self.logits, dim=1)
+        return self._logp
+
+    @property
+    def p_y(self) -> torch.Tensor:
+        if self._p_y is None:
+            self._p_y = self.at_label(self.p)
+        return self._p_y
+
+    @property
+    def logp_y(self) -> torch.Tensor:
+        if self._logp_y is None:
+            self._logp_y = self.at_label(self.logp)
+        return self._logp_y
+
+    def at_label(self, x: torch.Tensor) -> torch.Tensor:
+        """x[n, y_n] as [N, 1] for a [N, K] tensor."""
+        return x.gather(1, self.index)
 
     def focal_weights(self, gamma: float) -> torch.Tensor:
         """``(1 - p)^gamma`` (0^0 = 1), shared by the focal terms of one loss."""
         if gamma not in self._focal:
-            self._focal[gamma] = (1 - self.p).pow_(gamma)
+            self._focal[gamma] = torch.rsub(self.p, 1.0).pow_(gamma)
         return self._focal[gamma]
 
-    @cached_property
-    def p_y(self) -> torch.Tensor:
-        return self.at_label(self.p)
+    def add_value(self, x: torch.Tensor, weight: float, owned: bool = False) -> None:
+        self.value.add(x, weight, owned)
 
-    @cached_property
-    def logp_y(self) -> torch.Tensor:
-        return self.at_label(self.logp)
+    def add_label(self, x: torch.Tensor, weight: float, owned: bool = False) -> None:
+        self.label.add(x, weight, owned)
 
-    def at_label(self, x: torch.Tensor) -> torch.Tensor:
-        """x[n, y_n] for a [N, K] tensor."""
-        return x.gather(1, self.index).squeeze(1)
+    def add_row(self, x: torch.Tensor, weight: float, owned: bool = False) -> None:
+        self.row.add(x, weight, owned)
 
+    def add_dense(self, x: torch.Tensor, weight: float, owned: bool = False) -> None:
+        self.dense.add(x, weight, owned)
 
-class TermOut(NamedTuple):
-    """One term's per-sample value and its gradient with respect to ``log p``, both already
-    multiplied by the weight the term was called with.
+    def total_value(self, reduce: bool) -> torch.Tensor:
+        """The batch mean or the per-sample values [N]."""
+        value = self.value
+        if value.tensor is None:
+            zero = self.logits.new_zeros(())
+            return zero + self.value_const if reduce else zero.expand(len(self.logits)) + self.value_const
+        if reduce:
+            total = value.tensor.mean() if value.weight == 1 else value.tensor.sum() * (value.weight / len(value.tensor))
+        else:
+            total = value.scaled().squeeze(1)
+        return total + self.value_const if self.value_const else total
 
-    The gradient is ``h_label * e_y + h_row * 1 + h_dense``: ``h_label`` and ``h_row`` are [N]
-    (a coefficient on the label's column, one shared by every column), ``h_dense`` is [N, K];
-    None stands for 0. Keeping the structured parts as [N] vectors saves [N, K] operations.
-    """
-
-    value: torch.Tensor
-    h_label: torch.Tensor | None = None
-    h_dense: torch.Tensor | None = None
-    h_row: torch.Tensor | None = None
-
-
-Term = Callable[["Batch", float], TermOut]
-
-
-def above(x: torch.Tensor, floor: float) -> torch.Tensor:
-    """x where x > floor, else 0: x times the gradient mask of ``clamp(x, min=floor)``."""
-    return F.threshold(x, floor, 0.0) if floor > 0 else x
-
-
-def _add(total: torch.Tensor | None, part: torch.Tensor | None) -> torch.Tensor | None:
-    """total + part, out of place (a part may be a tensor the batch still uses)."""
-    if part is None:
-        return total
-    return part if total is None else total + part
-
-
-class _SoftmaxTerms(torch.autograd.Function):
-    """Forward: the weighted terms, per sample or summed (``reduce``: the weights already hold
-    the 1/N of the mean). Backward: ``dL/dz = h - p * sum_k h_k``."""
-
-    @staticmethod
-    def forward(ctx, logits, labels, terms, reduce):
-        batch = Batch(logits, labels)
-        scale = 1 / logits.shape[0] if reduce else 1.0
-        value = h_label = h_dense = h_row = None
-        for weight, term in terms:
-            out = term(batch, weight * scale)
-            value = _add(value, out.value)
-            h_label = _add(h_label, out.h_label)
-            h_dense = _add(h_dense, out.h_dense)
-            h_row = _add(h_row, out.h_row)
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(batch.p, batch.index, h_label, h_dense, h_row)
-        return value.sum() if reduce else value
-
-    @staticmethod
-    def backward(ctx, grad_value):
-        p, index, h_label, h_dense, h_row = ctx.saved_tensors
-        if grad_value.dim() == 1:  # per-sample values
-            grad_value = grad_value.unsqueeze(1)
-        total = h_label if h_dense is None else _add(h_label, h_dense.sum(1))
-        if h_row is not None:
-            total = _add(total, h_row * p.shape[1])
-            h_dense = h_row.unsqueeze(1) if h_dense is None else h_dense + h_row.unsqueeze(1)
-        if h_dense is None:
-            grad = p * (-total).unsqueeze(1)
-        else:  # h_dense may be [N, 1]: addcmul broadcasts it
-            grad = torch.addcmul(h_dense, p, (-total).unsqueeze(1))
-        if h_label is not None:
-            grad.scatter_add_(1, index, h_label.unsqueeze(1))
-        return grad.mul_(grad_value), None, None, None
+    def gradient(self) -> torch.Tensor:
+        """``d (sum of the values) / dz = h - p * sum_k h_k`` for ``h = label * e_y + row + dense``."""
+        p = self.p
+        label = self.label.scaled() if self.label.tensor is not None else None
+        if self.label_const:
+            label = torch.full_like(self.index, self.label_const, dtype=p.dtype) if label is None \
+                else label.add_(self.label_const)
+        row = self.row.scaled() if self.row.tensor is not None else None
+        dense = self.dense
+        total = label  # sum_k h_k; ``label`` itself is kept for the scatter below
+        if row is not None:
+            total = row * self.num_classes if total is None else torch.add(total, row, alpha=self.num_classes)
+        if dense.tensor is not None:
+            row_sums = dense.tensor.sum(1, keepdim=True)
+            if total is None:
+                total = row_sums.mul_(dense.weight) if dense.weight != 1 else row_sums
+            elif total is label:
+                total = torch.add(total, row_sums, alpha=dense.weight)
+            else:
+                total.add_(row_sums, alpha=dense.weight)
+        if row is not None:
+            grad = torch.addcmul(row, p, total, value=-1)
+            if dense.tensor is not None:
+                grad.add_(dense.tensor, alpha=dense.weight)
+        elif dense.tensor is not None:
+            grad = dense.scaled().addcmul_(p, total, value=-1)
+        else:
+            grad = p * total.neg()
+        if label is not None:
+            grad.scatter_add_(1, self.index, label)
+        return grad
 
 
-class SoftmaxLoss(Loss):
-    """``sum_i weight_i * term_i`` of the softmax, per sample, in one autograd node.
+Term = Callable[[Batch, float], None]
+
+
+class SoftmaxLoss(HandWrittenLoss):
+    """``sum_i weight_i * term_i`` of the softmax, per sample.
 
     Terms with weight 0 (e.g. ALFs' MNIST NCE+AGCE with alpha = 0) are not evaluated.
     """
@@ -310,14 +392,18 @@ class SoftmaxLoss(Loss):
         super().__init__(l1)
         self.terms = tuple((float(w), t) for w, t in terms if w != 0)
 
-    def _evaluate(self, logits: torch.Tensor, labels: torch.Tensor, reduce: bool) -> torch.Tensor:
+    def evaluate(self, logits, labels, reduce, need_grad):
+        batch = Batch(logits, labels, need_grad)
+        for weight, term in self.terms:
+            term(batch, weight)
+        return batch.total_value(reduce), batch.gradient() if need_grad else None
+
+    def values(self, logits, labels):
         if not self.terms:  # every weight is 0
-            zero = logits.sum(1) * 0.0
-            return zero.mean() if reduce else zero
-        return _SoftmaxTerms.apply(as_float(logits), labels, self.terms, reduce)
+            return logits.sum(1) * 0.0
+        return super().values(logits, labels)
 
-    def values(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self._evaluate(logits, labels, reduce=False)
-
-    def batch_value(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self._evaluate(logits, labels, reduce=True)
+    def batch_value(self, logits, labels):
+        if not self.terms:
+            return logits.sum() * 0.0
+        return super().batch_value(logits, labels)

@@ -7,44 +7,16 @@ stage: CE for the first ``warmup_epochs`` epochs (the schedule's lr), then DMI a
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from . import papers
-from .base import POSITIVE, Integer, Loss, register_loss
+from .base import POSITIVE, HandWrittenLoss, Integer, register_loss
 
 
-class _DMI(torch.autograd.Function):
-    """One LU factorisation serves the determinant and, in backward, ``M^{-T}``:
-    ``d/dM -log(|det M| + c) = -|det M| / (|det M| + c) * M^{-T}`` (0 where det M = 0, as
-    autograd's ``abs`` gives at 0)."""
-
-    @staticmethod
-    def forward(ctx, logits, labels, offset):
-        p = torch.softmax(logits, dim=1)
-        k = logits.shape[1]
-        joint = torch.zeros(k, k, dtype=p.dtype, device=p.device).index_add_(0, labels, p)  # Y^T P
-        lu, pivots, _ = torch.linalg.lu_factor_ex(joint)  # a singular matrix is allowed: det 0
-        swaps = (pivots != torch.arange(1, k + 1, device=pivots.device, dtype=pivots.dtype)).sum()
-        det = lu.diagonal().prod() * (1 - 2 * (swaps % 2))
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(lu, pivots, det, p, labels)
-            ctx.offset = offset
-        return -torch.log(det.abs() + offset)
-
-    @staticmethod
-    def backward(ctx, grad_value):
-        lu, pivots, det, p, labels = ctx.saved_tensors
-        if det == 0:
-            return torch.zeros_like(p), None, None
-        eye = torch.eye(lu.shape[0], dtype=lu.dtype, device=lu.device)
-        inverse_t = torch.linalg.lu_solve(lu, pivots, eye, adjoint=True)
-        grad_joint = inverse_t * (-det.abs() / (det.abs() + ctx.offset) * grad_value)
-        grad_p = grad_joint.index_select(0, labels)
-        return p * (grad_p - (p * grad_p).sum(1, keepdim=True)), None, None
-
-
-class DMILoss(Loss):
+class DMILoss(HandWrittenLoss):
     per_sample = False
 
     def __init__(self, warmup_epochs: int, lr: float, det_offset: float):
@@ -59,7 +31,31 @@ class DMILoss(Loss):
     def batch_value(self, logits, labels):
         if self.epoch < self.warmup_epochs:
             return F.cross_entropy(logits, labels)
-        return _DMI.apply(logits, labels, self.det_offset)
+        return super().batch_value(logits, labels)
+
+    def evaluate(self, logits, labels, reduce, need_grad):
+        """One LU factorisation gives the determinant and, for the gradient, ``M^{-T}``:
+        ``d/dM -log(|det M| + c) = -|det M| / (|det M| + c) * M^{-T}``; 0 where det M = 0, as
+        autograd's ``abs`` gives it at 0. A class without a sample in the batch leaves a zero
+        row in ``M = Y^T P``: det M is exactly 0, as the code's LU finds it, and no LU is run."""
+        k = logits.shape[1]
+        p = torch.softmax(logits, dim=1)
+        if torch.bincount(labels, minlength=k).min() == 0:
+            value = torch.full((), -math.log(self.det_offset), dtype=p.dtype, device=p.device)
+            return value, torch.zeros_like(p) if need_grad else None
+        joint = torch.zeros(k, k, dtype=p.dtype, device=p.device).index_add_(0, labels, p)  # Y^T P
+        lu, pivots, _ = torch.linalg.lu_factor_ex(joint)  # a singular matrix is allowed: det 0
+        size = lu.diagonal().prod().abs()  # |det M| (the row swaps only flip its sign)
+        value = -torch.log(size + self.det_offset)
+        if not need_grad:
+            return value, None
+        if size == 0:
+            return value, torch.zeros_like(p)
+        eye = torch.eye(k, dtype=lu.dtype, device=lu.device)
+        inverse_t = torch.linalg.lu_solve(lu, pivots, eye, adjoint=True)
+        grad_joint = inverse_t.mul_(-size / (size + self.det_offset))
+        grad_p = grad_joint.index_select(0, labels)
+        return value, grad_p.sub_((p * grad_p).sum(1, keepdim=True)).mul_(p)
 
 
 @register_loss("dmi", family="combined", bounded=False, papers=[papers.DMI, papers.APL],

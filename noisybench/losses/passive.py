@@ -1,8 +1,8 @@
-"""Passive and negative losses: ANL's normalized negative losses and IMAE."""
+"""Passive losses: ANL's normalized negative losses (they push the non-label probabilities down)."""
 from __future__ import annotations
 
 from . import papers, terms
-from .base import LOG_CLAMP, NON_NEGATIVE, Real, SoftmaxLoss, register_loss
+from .base import LOG_CLAMP, NON_NEGATIVE, SoftmaxLoss, register_loss
 
 
 @register_loss("nnce", family="passive", bounded=True, papers=[papers.ANL, papers.JAL],
@@ -16,8 +16,3 @@ def nnce(num_classes: int, scale: float = 1.0, min_prob: float = 1e-7, delta: fl
 def nnfl(num_classes: int, scale: float = 1.0, gamma: float = 0.5, min_prob: float = 1e-7,
          delta: float = 0.0):
     return SoftmaxLoss([(scale, terms.NNFL(gamma, min_prob))], l1=delta)
-
-
-@register_loss("imae", family="passive", bounded=True, papers=[papers.IMAE], T=Real(0.0))
-def imae(num_classes: int, T: float = 8.0):
-    return SoftmaxLoss([(1.0, terms.IMAE(T))])

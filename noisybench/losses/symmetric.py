@@ -1,6 +1,7 @@
 """Symmetric losses: sum_k L(f(x), k) is the same constant for every x (Ghosh et al. 2017).
 
-MAE and RCE are APL's passive losses; NCE, NFL and NGCE are its normalized (active) losses.
+MAE and RCE are APL's passive losses; NCE, NFL and NGCE are its normalized (active) losses. IMAE
+keeps MAE's value and changes only its gradient.
 """
 from __future__ import annotations
 
@@ -38,3 +39,8 @@ def nfl(num_classes: int, scale: float = 1.0, gamma: float = 0.5):
                scale=NON_NEGATIVE, q=GCE_Q, eps=CLAMP)
 def ngce(num_classes: int, scale: float = 1.0, q: float = 0.1, eps: float = 1e-7):
     return SoftmaxLoss([(scale, terms.NGCE(q, eps))])
+
+
+@register_loss("imae", family="symmetric", bounded=True, papers=[papers.IMAE], T=Real(0.0))
+def imae(num_classes: int, T: float = 8.0):
+    return SoftmaxLoss([(1.0, terms.IMAE(T))])

@@ -1,0 +1,48 @@
+"""Hydra callbacks: the leaderboard and sweep plots of a multirun, written when its jobs are done.
+
+Registered in conf/config.yaml under ``hydra.callbacks.leaderboard``. A failure here is logged and
+never raised: the sweep's runs are already on disk, and ``python -m noisybench.leaderboard DIR``
+can build the same files again.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+class LeaderboardCallback(Callback):
+    """On multirun end: leaderboard.{csv,md,tex} and the sweep plots in ``hydra.sweep.dir``; prints the
+    Markdown leaderboard."""
+
+    def __init__(self, plots: bool = True) -> None:
+        self.plots = plots
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            from noisybench.leaderboard import NoRunsError, make_leaderboard
+
+            try:
+                board = make_leaderboard(sweep_dir)
+            except NoRunsError as e:
+                log.error("no leaderboard: %s", e)
+                return
+            paths = list(board.write(sweep_dir).values())
+            print(board.markdown(), flush=True)
+        except Exception:
+            log.exception("writing the leaderboard of the sweep failed")
+            return
+        if self.plots:
+            try:
+                from noisybench.plots import plot_sweep
+
+                paths += plot_sweep(board, sweep_dir)
+            except Exception:
+                log.exception("plotting the sweep failed")
+        log.info("leaderboard of %d runs: %s", len(board.runs), ", ".join(str(p) for p in paths))

@@ -1,0 +1,37 @@
+"""``python -m noisybench.leaderboard DIR [--out OUT] [--plots]``: the leaderboard of every run under DIR."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .board import make_leaderboard
+from .runs import NoRunsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m noisybench.leaderboard",
+        description="Average the seeds of every run under DIR into leaderboard.csv, .md and .tex.")
+    parser.add_argument("dir", type=Path, metavar="DIR", help="folder searched recursively for run directories")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the files (default: DIR)")
+    parser.add_argument("--plots", action="store_true",
+                        help="also write the sweep plots (accuracy vs noise rate, accuracy vs epoch)")
+    args = parser.parse_args(argv)
+    try:
+        board = make_leaderboard(args.dir)
+    except NoRunsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    written = list(board.write(args.out).values())
+    if args.plots:
+        from noisybench.plots import plot_sweep
+
+        written += plot_sweep(board, args.out)
+    print(board.report())
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Plots (matplotlib, Agg, PNG) of one run and of a sweep.
+
+``plot_run(run_dir)`` writes, next to the run's metrics.csv, the test accuracy of every class per
+epoch (as Figure 1 of the SCE paper) and the memorisation curves: the share of flipped training
+samples predicted as their noisy label (memorised) and as their true label (corrected), beside
+train accuracy on the noisy and on the clean labels. ``plot_sweep(board)`` writes, next to the
+leaderboard, accuracy vs noise rate per loss (one panel per dataset x noise type) and, per
+dataset and model, test accuracy vs epoch (mean over seeds per cell, one panel per noise column).
+Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas, never through pyplot's
+global state, so that plotting inside a long sweep leaks nothing.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.ticker import MaxNLocator
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from noisybench.artifacts import METRICS_FILE, read_summary
+from noisybench.leaderboard import CELL_KEYS, Leaderboard
+from noisybench.leaderboard.render import column_labels, column_order, row_labels, row_order
+from noisybench.leaderboard.runs import COMPLETED, fixed_rate
+
+log = logging.getLogger(__name__)
+
+PER_CLASS_PLOT = "per_class_acc.png"
+MEMORISATION_PLOT = "memorisation.png"
+RATE_PLOT = "acc_vs_rate.png"
+DPI = 100
+PANEL_SIZE = (4.2, 3.2)  # inches per panel
+TITLE_HEIGHT = 0.3  # inches above the panels for the figure's title
+LEGEND_HANDLE, LEGEND_CHAR = 0.7, 0.075  # inches: a legend entry's line and gap, and one character
+MAX_PANEL_COLUMNS = 4
+
+
+def _figure(panels: int, legend_labels: Any = (), sharey: bool = False) -> tuple[Figure, list[Any]]:
+    """A grid of ``panels`` axes, with room on the right for a legend of ``legend_labels``.
+
+    Margins are fixed in inches rather than solved by constrained layout, which costs more than
+    the drawing itself once a figure has ten panels.
+    """
+    cols = min(panels, MAX_PANEL_COLUMNS)
+    rows = math.ceil(panels / cols)
+    labels = list(legend_labels)
+    legend_width = LEGEND_HANDLE + LEGEND_CHAR * max(map(len, labels)) if labels else 0.0
+    width = PANEL_SIZE[0] * cols + legend_width
+    height = PANEL_SIZE[1] * rows + TITLE_HEIGHT
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.75 / width, right=1 - (legend_width + 0.15) / width, bottom=0.55 / height,
+                        top=1 - (TITLE_HEIGHT + 0.3) / height, wspace=0.3, hspace=0.5)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=sharey).ravel()
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    return fig, list(axes[:panels])
+
+
+def _legend(fig: Figure, handles: list[Any], labels: list[str]) -> None:
+    right = fig.subplotpars.right
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(right + 0.01, 0.5), fontsize="small",
+               frameon=False)
+
+
+def _colours(n: int) -> list[Any]:
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["viridis"](i / (n - 1)) for i in range(n)]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _run_title(run_dir: Path) -> str:
+    try:
+        summary = read_summary(run_dir)
+    except ValueError:
+        summary = None
+    if summary is None:
+        return str(run_dir.name)
+    noise = summary.get("noise") or {}
+    realised = noise.get("realised_rate")
+    realised = f" (realised {realised:.3f})" if isinstance(realised, (int, float)) else ""
+    return (f"{summary.get('dataset')} · {summary.get('model')} · {noise.get('type')} {noise.get('rate')}"
+            f"{realised} · {summary.get('loss')} · seed {summary.get('seed')}")
+
+
+def read_metrics(run_dir: Path, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """The run's metrics.csv, or None when it has no epoch yet; ValueError when it is unreadable."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    metrics = pd.read_csv(path, usecols=columns)
+    return None if metrics.empty else metrics
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """Per-class test accuracy and memorisation curves next to ``run_dir/metrics.csv``; the paths
+    written (none when the run has no finished epoch). ValueError when metrics.csv is unreadable."""
+    run_dir = Path(run_dir)
+    metrics = read_metrics(run_dir)
+    if metrics is None:
+        return []
+    title = _run_title(run_dir)
+    return [plot_per_class(metrics, run_dir / PER_CLASS_PLOT, title),
+            plot_memorisation(metrics, run_dir / MEMORISATION_PLOT, title)]
+
+
+def plot_per_class(metrics: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Test accuracy of each class vs epoch, one line per class, and the overall accuracy."""
+    classes = sorted((c for c in metrics.columns if c.startswith("test_acc_class_")),
+                     key=lambda c: int(c.rsplit("_", 1)[1]))
+    legend = [f"class {c.rsplit('_', 1)[1]}" for c in classes] + ["all classes"] if len(classes) <= 20 else []
+    fig, (ax,) = _figure(1, legend)
+    epochs = metrics["epoch"]
+    for column, colour in zip(classes, _colours(len(classes))):
+        ax.plot(epochs, metrics[column] * 100, color=colour, lw=1.2 if legend else 0.6,
+                label=f"class {column.rsplit('_', 1)[1]}")
+    ax.plot(epochs, metrics["test_acc"] * 100, color="black", lw=2.0, ls="--", label="all classes")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", ylim=(-2, 102))
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if legend:
+        _legend(fig, *ax.get_legend_handles_labels())
+    fig.suptitle(title or "test accuracy per class", fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_memorisation(metrics: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """Left: shares of flipped training samples predicted as their noisy / true label.
+    Right: training accuracy on the noisy and on the clean labels, and test accuracy."""
+    fig, (left, right) = _figure(2)
+    epochs = metrics["epoch"]
+    left.plot(epochs, metrics["memorised"] * 100, color="tab:red", label="memorised (noisy label)")
+    left.plot(epochs, metrics["corrected"] * 100, color="tab:green", label="corrected (true label)")
+    left.set(xlabel="epoch", ylabel="% of flipped train samples", ylim=(-2, 102), title="flipped samples")
+    right.plot(epochs, metrics["train_acc_noisy"] * 100, color="tab:red", label="train, noisy labels")
+    right.plot(epochs, metrics["train_acc_clean"] * 100, color="tab:green", label="train, clean labels")
+    right.plot(epochs, metrics["test_acc"] * 100, color="black", ls="--", label="test")
+    right.set(xlabel="epoch", ylabel="accuracy (%)", ylim=(-2, 102), title="accuracy")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title or "memorisation", fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_sweep(board: Leaderboard, out_dir: Path | None = None, metric: str = "last") -> list[Path]:
+    """Accuracy vs noise rate and accuracy vs epoch for the runs of ``board`` (a Leaderboard),
+    written to ``out_dir`` (default: the leaderboard's root); the paths written."""
+    out = Path(out_dir if out_dir is not None else board.root)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (board.cells["n_seeds"] > 0).any():
+        return []
+    return [plot_acc_vs_rate(board.cells, out / RATE_PLOT, metric), *plot_acc_vs_epoch(board, out)]
+
+
+def _labelled(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells with their table row (``row``) and column (``column``) labels, as the leaderboard prints them."""
+    parts = [group.assign(row=row_labels(group), column=column_labels(group))
+             for _, group in cells.groupby(["dataset", "model", "epochs"], sort=False)]
+    return pd.concat(parts) if parts else cells.assign(row=[], column=[])
+
+
+def plot_acc_vs_rate(cells: pd.DataFrame, path: Path, metric: str = "last") -> Path:
+    """Test accuracy (mean ± std over seeds) vs noise rate, one line per loss, one panel per dataset
+    and noise type. Clean runs (noise ``none``) start every line of their dataset at rate 0; a
+    noise type with a fixed rate (CIFAR-N) is placed at its realised rate."""
+    done = _labelled(cells[cells["n_seeds"] > 0])
+    done = done.assign(x=done["rate"].where(~done["noise"].map(fixed_rate), done["realised_rate"]))
+    clean = done[done["noise"] == "none"]
+    noisy = done[done["noise"] != "none"]
+    panels = []
+    for dataset in sorted(done["dataset"].unique()):
+        here = noisy[noisy["dataset"] == dataset]
+        keys = sorted({(n, v if not fixed_rate(n) else "") for n, v in zip(here["noise"], here["variant"])},
+                      key=lambda k: column_order(k[0], k[1], 0.0))
+        for noise, variant in keys:
+            same = here[(here["noise"] == noise) & ((here["variant"] == variant) | fixed_rate(noise))]
+            panels.append((f"{dataset} · {noise}" + (f" ({variant})" if variant else ""), noise,
+                           pd.concat([clean[clean["dataset"] == dataset], same])))
+        if not keys:
+            panels.append((f"{dataset} · clean", "none", clean[clean["dataset"] == dataset]))
+    setups = done[["model", "epochs"]].drop_duplicates()
+    line_keys = sorted({(m, e, r, loss) for m, e, r, loss in zip(done["model"], done["epochs"], done["row"],
+                                                                 done["loss"])},
+                       key=lambda k: (k[0], k[1], row_order(k[2], k[3])))
+    colours = dict(zip(line_keys, _colours(len(line_keys))))
+    labels = {key: key[2] if len(setups) == 1 else f"{key[2]} · {key[0]} · {key[1]} ep" for key in line_keys}
+    fig, axes = _figure(len(panels), labels.values())
+    handles = {}
+    for ax, (title, noise, panel) in zip(axes, panels):
+        for key, line in panel.groupby(["model", "epochs", "row", "loss"], sort=False):
+            line = line.sort_values("x")
+            mean, std = line[f"{metric}_mean"], line[f"{metric}_std"].fillna(0.0)
+            label = labels[key]
+            (handle,) = ax.plot(line["x"], mean, marker="o", ms=3, color=colours[key], label=label)
+            if len(line) > 1:
+                ax.fill_between(line["x"], mean - std, mean + std, color=colours[key], alpha=0.15, lw=0)
+            handles.setdefault(label, handle)
+        ax.set(title=title, xlabel="realised noise rate" if fixed_rate(noise) else "noise rate",
+               ylabel=f"test accuracy (%), {metric} epoch")
+        ax.grid(alpha=0.3)
+    _legend(fig, list(handles.values()), list(handles))
+    return _save(fig, path)
+
+
+def plot_acc_vs_epoch(board: Leaderboard, out_dir: Path) -> list[Path]:
+    """Per dataset, model and epoch count: test accuracy vs epoch, mean over the completed seeds of
+    each cell, one line per loss, one panel per noise column."""
+    curves = mean_curves(board.runs[board.runs["status"] == COMPLETED])
+    done = _labelled(board.cells[board.cells["n_seeds"] > 0])
+    paths = []
+    for (dataset, model, epochs), group in done.groupby(["dataset", "model", "epochs"], sort=True):
+        columns = sorted({(n, v, r): c for n, v, r, c in zip(group["noise"], group["variant"], group["rate"],
+                                                              group["column"])}.items(),
+                         key=lambda kv: column_order(*kv[0]))
+        column_names = list(dict.fromkeys(c for _, c in columns))
+        row_names = sorted(set(zip(group["row"], group["loss"])), key=lambda rl: row_order(*rl))
+        colours = dict(zip((r for r, _ in row_names), _colours(len(row_names))))
+        fig, axes = _figure(len(column_names), colours, sharey=True)
+        handles = {}
+        for ax, column in zip(axes, column_names):
+            for cell in group[group["column"] == column].itertuples():
+                curve = curves.get(tuple(getattr(cell, k) for k in CELL_KEYS))
+                if curve is None:
+                    continue
+                (handle,) = ax.plot(curve.index, curve, color=colours[cell.row], lw=1.2, label=cell.row)
+                handles.setdefault(cell.row, handle)
+            ax.set(title=column, xlabel="epoch", ylabel="test accuracy (%)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        _legend(fig, list(handles.values()), list(handles))
+        fig.suptitle(f"{dataset} · {model} · {epochs} epochs: test accuracy, mean over seeds", fontsize="medium")
+        paths.append(_save(fig, Path(out_dir) / f"acc_vs_epoch_{dataset}_{model}_{epochs}ep.png"))
+    return paths
+
+
+def mean_curves(runs: pd.DataFrame) -> dict[tuple, pd.Series]:
+    """Test accuracy (%) per epoch, mean over the runs of each cell (keyed by its ``CELL_KEYS``).
+    A run whose metrics.csv cannot be read is left out (the leaderboard already counted it)."""
+    cell_ids: dict[tuple, int] = {}
+    frames = []
+    for key, run_dir in zip(zip(*(runs[k] for k in CELL_KEYS)), runs["run_dir"]):
+        try:
+            metrics = read_metrics(Path(run_dir), ["epoch", "test_acc"])
+        except (OSError, ValueError) as e:  # pandas' parser errors are ValueErrors
+            log.warning("%s left out of the accuracy-vs-epoch plot: %s", run_dir, e)
+            continue
+        if metrics is not None:
+            frames.append(metrics.assign(cell=cell_ids.setdefault(key, len(cell_ids))))
+    if not frames:
+        return {}
+    means = pd.concat(frames, ignore_index=True).groupby(["cell", "epoch"])["test_acc"].mean() * 100
+    by_id = {cell: curve.droplevel(0) for cell, curve in means.groupby(level=0)}
+    return {key: by_id[cell] for key, cell in cell_ids.items()}
