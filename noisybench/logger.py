@@ -43,6 +43,16 @@ class WandbLogger:
         self.run.finish(exit_code=0 if summary.get("status") == "completed" else 1)
 
 
+def sweep_group() -> str | None:
+    """Inside a multirun, the sweep's directory name (e.g. apl_mnist): one wandb group per sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
 @LOGGERS.register("wandb")
 def wandb(cfg_logger: DictConfig, cfg: DictConfig, run_dir: Path) -> WandbLogger:
     import wandb as wandb_lib
@@ -56,7 +66,7 @@ def wandb(cfg_logger: DictConfig, cfg: DictConfig, run_dir: Path) -> WandbLogger
     run = wandb_lib.init(
         project=cfg_logger.project,
         entity=cfg_logger.entity,
-        group=cfg_logger.group,
+        group=cfg_logger.group or sweep_group(),
         tags=tags,
         mode=cfg_logger.mode,
         dir=str(run_dir),

@@ -96,3 +96,15 @@ def test_killed_sweep_rerun_skips_the_finished_cell(tmp_path):
     found = cells(sweep)
     assert {s["status"] for s in found.values()} == {"completed"}
     assert found["loss=gce,noise.rate=0.4,seed=0,trainer.epochs=40"]["epochs_completed"] == 40
+
+
+def test_each_sweep_is_a_wandb_group_and_each_cell_is_tagged(tmp_path):
+    pytest.importorskip("wandb")
+    sweep = tmp_path / "my_table"
+    proc = run_cli(["--multirun", *TINY, "trainer.epochs=1", "loss=gce", "noise.rate=0.4", "logger=wandb",
+                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env={"WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (log_file,) = sweep.glob("*/wandb/offline-run-*/run-*.wandb")
+    blob = log_file.read_bytes()
+    for needle in (b"my_table", b"loss:gce", b"rate:0.4", b"dataset:digits", b"noise:symmetric"):
+        assert needle in blob, needle
