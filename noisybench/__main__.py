@@ -1,6 +1,7 @@
 """``python -m noisybench [overrides]``: one run, or a sweep with ``--multirun``."""
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from importlib import resources
@@ -47,20 +48,29 @@ def check_group_choices(argv: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_PACKAGE}", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from .lock import DirLock
     from .run import run
 
-    try:
-        summary = run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # One process per cell: the same sweep started twice trains each cell once, and the second
+    # process moves on to cells nobody holds.
+    with DirLock(run_dir) as lock:
+        if not lock.held:
+            logging.getLogger("noisybench").warning(
+                "skipping %s: its lock is held by %s, which is training it", run_dir, lock.holder)
+            return None
+        try:
+            summary = run(cfg, run_dir)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
     return summary.get("test_acc_last")
 
 
 def expose_hydra_plugins() -> None:
-    """Hydra takes sweepers only from the ``hydra_plugins`` namespace, found by scanning its path;
-    noisybench's lives in ``noisybench/plugins/`` (a plain folder, so an editable install works
-    too), which is added to that path before Hydra scans it."""
+    """Hydra takes sweepers and launchers only from the ``hydra_plugins`` namespace, found by
+    scanning its path; noisybench's live in ``noisybench/plugins/`` (a plain folder, so an editable
+    install works too), which is added to that path before Hydra scans it."""
     import hydra_plugins  # a namespace package: the launcher plugins we depend on provide it
 
     folder = str(Path(__file__).resolve().parent / "plugins")

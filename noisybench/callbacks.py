@@ -15,6 +15,9 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
+# How long a sweep waits for another process writing the same leaderboard.
+LOCK_WAIT_S = 300.0
+
 
 class LeaderboardCallback(Callback):
     """On multirun end: leaderboard.{csv,md,tex} and the sweep plots in ``hydra.sweep.dir``; prints the
@@ -24,8 +27,23 @@ class LeaderboardCallback(Callback):
         self.plots = plots
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from noisybench.lock import LEADERBOARD_LOCK_FILE, DirLock
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        # The same sweep run twice at once ends twice: one writer at a time (the files are also
+        # replaced atomically, but the plots are not).
         try:
-            sweep_dir = Path(str(config.hydra.sweep.dir))
+            with DirLock(sweep_dir, LEADERBOARD_LOCK_FILE, wait_s=LOCK_WAIT_S) as lock:
+                if not lock.held:
+                    log.error("no leaderboard: %s has held %s for %.0f s; python -m noisybench.leaderboard "
+                              "%s writes it", lock.holder, lock.path, LOCK_WAIT_S, sweep_dir)
+                    return
+                self._write(sweep_dir)
+        except OSError:
+            log.exception("writing the leaderboard of the sweep failed")
+
+    def _write(self, sweep_dir: Path) -> None:
+        try:
             from noisybench.leaderboard import NoRunsError, make_leaderboard
 
             try:

@@ -1,10 +1,15 @@
-"""One run, top to bottom: config -> dataset -> noise -> model -> loss -> trainer -> run artifacts."""
+"""One run, top to bottom: config -> dataset -> noise -> model -> loss -> trainer -> run artifacts.
+
+``run_pack`` does the same for many cells of a sweep at once, trained as packs (noisybench/pack.py);
+``run`` is a pack of one cell.
+"""
 from __future__ import annotations
 
 import functools
 import logging
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +24,10 @@ from .logger import check_logger, make_logger
 from .losses import build_loss
 from .models import build_model
 from .noise import check_noise, make_noisy_labels
+from .pack import cell_footprint_bytes, check_packable, resolve_pack_size, shared_bytes
 from .plots import plot_run
 from .registry import ConfigError
-from .trainer import TrainData, check_trainer, resolve_device, seeds_for, train
+from .trainer import Cell, TrainData, bf16_is_fast, check_trainer, resolve_device, seeds_for, train_pack
 
 log = logging.getLogger("noisybench")
 
@@ -64,69 +70,136 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """One run: its artifacts in ``run_dir``; returns its summary."""
+    return run_pack([(cfg, run_dir)])[0]
+
+
+def run_pack(cells: Sequence[tuple[DictConfig, Path]]) -> list[dict[str, Any]]:
+    """Train the cells of a sweep (configs and run directories) together and return their
+    summaries, in order. Each cell writes exactly the artifacts ``run`` writes for it alone.
+
+    The cells must share dataset, model, trainer and data settings (``pack.pack_key``); they may
+    differ in seed, noise, loss and logger. Finished cells are skipped (their summaries are
+    returned), partial ones resume from their checkpoints. The others train in packs of
+    ``trainer.pack`` cells (``auto``: as many as the device's memory holds by a per-cell
+    footprint measured on one batch), in the given order; a pack too large for the memory fails
+    before anything is written, with a ConfigError that names K and the memory needed.
+    """
     started = time.perf_counter()
-    run_dir = Path(run_dir)
-    check_config(cfg)
+    cells = [(cfg, Path(run_dir)) for cfg, run_dir in cells]
+    for cfg, _ in cells:
+        check_config(cfg)
+    check_packable([cfg for cfg, _ in cells], [str(run_dir) for _, run_dir in cells])
+    summaries: list[dict[str, Any] | None] = [None] * len(cells)
+    todo = []
+    for i, (cfg, run_dir) in enumerate(cells):
+        try:
+            previous = read_summary(run_dir)
+        except ValueError as e:
+            log.warning("%s; running again", e)
+            previous = None
+        if previous is not None and previous["status"] in FINISHED_STATUSES:
+            log.info("skipping %s: its %s says the run is %s", run_dir, SUMMARY_FILE, previous["status"])
+            summaries[i] = previous
+        else:
+            todo.append(i)
+    if not todo:
+        return summaries
+
+    first = cells[todo[0]][0]
+    root = data_root(first)
+    dataset = load_dataset(first.dataset, root, first.data.download)
+    size = _pack_size(first, dataset, len(todo))
+    if size > 1 and any(cells[i][0].logger.name == "wandb" for i in todo):
+        raise ConfigError("logger=wandb keeps one wandb run per process, so it cannot log a pack of cells; "
+                          "use trainer.pack=1 with logger=wandb")
+    for start in range(0, len(todo), size):
+        chunk = todo[start:start + size]
+        for i, summary in zip(chunk, _train_cells([cells[i] for i in chunk], dataset, root, started)):
+            summaries[i] = summary
+        started = time.perf_counter()
+    return summaries
+
+
+def _pack_size(cfg: DictConfig, dataset, cells: int) -> int:
+    """Cells per pack for ``cells`` cells like ``cfg`` (memory checked, ``auto`` resolved)."""
+    t = cfg.trainer
+    device = resolve_device(t.device)
+
+    def per_cell() -> int:
+        model = build_model(cfg.model, dataset.input_shape, dataset.num_classes, generator=torch.Generator())
+        use_amp = bf16_is_fast(device) if t.amp == "auto" else bool(t.amp)
+        return cell_footprint_bytes(model, dataset.input_shape, len(dataset.train_y), t.batch_size, device,
+                                    use_amp, channels_last=t.channels_last in ("auto", True))
+
+    shared = shared_bytes([dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y], device)
+    return resolve_pack_size(t.get("pack", 1), cells, per_cell, shared, device)
+
+
+def _train_cells(cells: list[tuple[DictConfig, Path]], dataset, root: Path,
+                 started: float) -> list[dict[str, Any]]:
+    """Noisy labels, model, loss and logger of each cell, one pack, then each cell's summary."""
+    packed: list[Cell] = []
+    summaries: list[dict[str, Any]] = []
+    for cfg, run_dir in cells:
+        noisy = make_noisy_labels(cfg.noise, dataset.train_y.numpy(), dataset.num_classes, dataset.name,
+                                  images=dataset.train_x, root=root, download=cfg.data.download)
+        noisy.save(run_dir / NOISY_LABELS_FILE)
+        log.info("%s: %d train / %d test images, %s noise at rate %s: realised rate %.4f",
+                 dataset.name, len(dataset.train_y), len(dataset.test_y), cfg.noise.name, cfg.noise.rate,
+                 noisy.realised_rate)
+        init = torch.Generator().manual_seed(seeds_for(cfg.seed)["init"])
+        model = build_model(cfg.model, dataset.input_shape, dataset.num_classes, generator=init)
+        loss = build_loss(cfg.loss, dataset.num_classes, dataset=dataset.name, noise=cfg.noise.name,
+                          rate=cfg.noise.rate)
+        summaries.append({
+            "status": "running",
+            "dataset": dataset.name,
+            "num_classes": dataset.num_classes,
+            "noise": {"type": cfg.noise.name, "variant": noise_variant(cfg.noise, dataset.name),
+                      "rate": cfg.noise.rate, "realised_rate": noisy.realised_rate,
+                      **{k: v for k, v in OmegaConf.to_container(cfg.noise, resolve=True).items()
+                         if k not in ("name", "rate", "seed", "variant")}},
+            "loss": cfg.loss.name,
+            "loss_params": getattr(loss, "params", {}),
+            "model": cfg.model.name,
+            "seed": cfg.seed,
+            "noise_seed": cfg.noise.seed,
+            "epochs": cfg.trainer.epochs,
+            # The protocol settings that change a run's numbers (the leaderboard keeps them apart).
+            "trainer": {k: OmegaConf.to_container(cfg.trainer, resolve=True)[k] for k in PROTOCOL_KEYS},
+            "device": str(resolve_device(cfg.trainer.device)),
+            "versions": {"noisybench": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        })
+        packed.append(Cell(cfg, model, loss, torch.from_numpy(noisy.noisy), run_dir,
+                           make_logger(cfg.logger, cfg, run_dir)))
+    data = TrainData(dataset.train_x, packed[0].noisy_y, dataset.train_y, dataset.test_x, dataset.test_y,
+                     dataset.num_classes, dataset.mean, dataset.std, cells[0][0].dataset.augment)
     try:
-        previous = read_summary(run_dir)
-    except ValueError as e:
-        log.warning("%s; running again", e)
-        previous = None
-    if previous is not None and previous["status"] in FINISHED_STATUSES:
-        log.info("skipping %s: its %s says the run is %s", run_dir, SUMMARY_FILE, previous["status"])
-        return previous
-
-    root = data_root(cfg)
-    dataset = load_dataset(cfg.dataset, root, cfg.data.download)
-    noisy = make_noisy_labels(cfg.noise, dataset.train_y.numpy(), dataset.num_classes, dataset.name,
-                              images=dataset.train_x, root=root, download=cfg.data.download)
-    noisy.save(run_dir / NOISY_LABELS_FILE)
-    log.info("%s: %d train / %d test images, %s noise at rate %s: realised rate %.4f",
-             dataset.name, len(dataset.train_y), len(dataset.test_y), cfg.noise.name, cfg.noise.rate,
-             noisy.realised_rate)
-
-    init = torch.Generator().manual_seed(seeds_for(cfg.seed)["init"])
-    model = build_model(cfg.model, dataset.input_shape, dataset.num_classes, generator=init)
-    loss = build_loss(cfg.loss, dataset.num_classes, dataset=dataset.name, noise=cfg.noise.name,
-                      rate=cfg.noise.rate)
-    data = TrainData(dataset.train_x, torch.from_numpy(noisy.noisy), torch.from_numpy(noisy.clean),
-                     dataset.test_x, dataset.test_y, dataset.num_classes, dataset.mean, dataset.std,
-                     cfg.dataset.augment)
-
-    summary: dict[str, Any] = {
-        "status": "running",
-        "dataset": dataset.name,
-        "num_classes": dataset.num_classes,
-        "noise": {"type": cfg.noise.name, "variant": noise_variant(cfg.noise, dataset.name),
-                  "rate": cfg.noise.rate, "realised_rate": noisy.realised_rate,
-                  **{k: v for k, v in OmegaConf.to_container(cfg.noise, resolve=True).items()
-                     if k not in ("name", "rate", "seed", "variant")}},
-        "loss": cfg.loss.name,
-        "loss_params": getattr(loss, "params", {}),
-        "model": cfg.model.name,
-        "seed": cfg.seed,
-        "noise_seed": cfg.noise.seed,
-        "epochs": cfg.trainer.epochs,
-        # The protocol settings that change a run's numbers (the leaderboard keeps them apart).
-        "trainer": {k: OmegaConf.to_container(cfg.trainer, resolve=True)[k] for k in PROTOCOL_KEYS},
-        "device": str(resolve_device(cfg.trainer.device)),
-        "versions": {"noisybench": __version__, "torch": torch.__version__, "python": platform.python_version()},
-    }
-    logger = make_logger(cfg.logger, cfg, run_dir)
-    try:
-        summary.update(train(cfg, model, loss, data, run_dir, logger))
+        for summary, result in zip(summaries, train_pack(packed, data)):
+            summary.update(result)
+    except torch.OutOfMemoryError as e:
+        message = (f"a pack of {len(packed)} cells ran out of memory: {e}; use a smaller trainer.pack "
+                   "or trainer.pack=auto" if len(packed) > 1 else str(e))
+        for summary in summaries:
+            summary.update(status="failed", error=f"{type(e).__name__}: {message}")
+        raise torch.OutOfMemoryError(message) from e
     except BaseException as e:
-        summary.update(status="failed", error=f"{type(e).__name__}: {e}")
+        for summary in summaries:
+            summary.update(status="failed", error=f"{type(e).__name__}: {e}")
         raise
     finally:
-        summary["wall_time_s"] = time.perf_counter() - started
-        atomic_write_json(run_dir / SUMMARY_FILE, summary)
-        logger.finish(summary)
-    try:
-        plot_run(run_dir)
-    except Exception as e:  # a figure must never fail a finished run
-        log.warning("no plots for %s: %s", run_dir, e)
-    log.info("%s after %d epochs: last test acc %.4f, best %.4f (epoch %d); %s",
-             summary["status"], summary["epochs_completed"], summary.get("test_acc_last", float("nan")),
-             summary.get("test_acc_best", float("nan")), summary.get("best_epoch", 0), run_dir)
-    return summary
+        wall = time.perf_counter() - started
+        for summary, cell in zip(summaries, packed):
+            summary["wall_time_s"] = wall
+            atomic_write_json(cell.run_dir / SUMMARY_FILE, summary)
+            cell.logger.finish(summary)
+    for summary, cell in zip(summaries, packed):
+        try:
+            plot_run(cell.run_dir)
+        except Exception as e:  # a figure must never fail a finished run
+            log.warning("no plots for %s: %s", cell.run_dir, e)
+        log.info("%s after %d epochs: last test acc %.4f, best %.4f (epoch %d); %s",
+                 summary["status"], summary["epochs_completed"], summary.get("test_acc_last", float("nan")),
+                 summary.get("test_acc_best", float("nan")), summary.get("best_epoch", 0), cell.run_dir)
+    return summaries

@@ -5,14 +5,22 @@ builds batches by indexing, augments them with batched tensor operations and tak
 metrics are accumulated on the device and read once per epoch, then the test set is evaluated in
 large batches. Every epoch appends one row to metrics.csv; every ``checkpoint_every`` epochs a
 checkpoint makes the run resumable to the same numbers.
+
+The loop trains a pack of cells (``train_pack``; noisybench/pack.py stacks their models into one);
+a single run is a pack of one cell, whose model is used as it is. Each cell keeps its own noisy
+labels, data order, augmentation draws, optimiser and schedule, loss, metrics and checkpoint.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import re
 import sys
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +31,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from .artifacts import CHECKPOINT_FILE, METRICS_FILE, MetricsCSV, atomic_torch_save
-from .data.augment import build_augment, normalize
+from .data.augment import normalize
+from .losses.base import Loss
+from .pack import Pack, build_pack_augment, clip_grad_norms_, equal_runs, pack_input
 from .registry import ConfigError
 
 log = logging.getLogger("noisybench")
@@ -53,6 +63,20 @@ class TrainData:
         return TrainData(move(self.train_x), move(self.noisy_y), move(self.clean_y),
                          move(self.test_x), move(self.test_y), self.num_classes,
                          self.mean, self.std, self.augment)
+
+
+@dataclass
+class Cell:
+    """One run of a pack: its config, its freshly built (or resumable) model and loss, the noisy
+    labels it trains on, and where its artifacts go."""
+
+    cfg: DictConfig
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    noisy_y: torch.Tensor  # int64 [N]
+    run_dir: Path
+    logger: Any
+    on_epoch: Callable[[dict], None] | None = None
 
 
 def metric_columns(num_classes: int) -> list[str]:
@@ -104,6 +128,10 @@ def check_trainer(t: DictConfig) -> None:
         raise ConfigError(f"trainer.checkpoint_every={t.checkpoint_every!r} is not allowed; use an integer >= 0")
     if t.num_threads is not None and (not isinstance(t.num_threads, int) or t.num_threads <= 0):
         raise ConfigError(f"trainer.num_threads={t.num_threads!r} is not allowed; use a positive integer or null")
+    pack = t.get("pack", 1)
+    if pack != "auto" and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
+        raise ConfigError(f"trainer.pack={pack!r} is not allowed; use a positive integer (cells trained "
+                          "at once as one stacked model) or auto (as many as fit in the device's memory)")
     resolve_device(t.device)
 
 
@@ -132,36 +160,47 @@ def l1_norm(model: torch.nn.Module) -> torch.Tensor:
 
 
 class EpochStats:
-    """Running sums of one epoch, kept on the device so the loop never waits on the host."""
+    """Running sums of one epoch for each of K cells, kept on the device so the loop never waits
+    on the host."""
 
-    def __init__(self, device: torch.device):
-        z = lambda: torch.zeros((), device=device, dtype=torch.float64)  # noqa: E731
+    def __init__(self, device: torch.device, cells: int = 1):
+        z = lambda: torch.zeros(cells, device=device, dtype=torch.float64)  # noqa: E731
         self.loss, self.n, self.noisy_ok, self.clean_ok = z(), 0, z(), z()
         self.flipped, self.memorised, self.corrected = z(), z(), z()
 
     def add(self, loss, logits, noisy, clean) -> None:
-        pred = logits.detach().argmax(1)
+        """``loss`` [K], ``logits`` [K, B, classes], labels [K, B]; one cell's scalar loss,
+        [B, classes] logits and [B] labels also do."""
+        if logits.dim() == 2:
+            loss, logits, noisy, clean = loss.reshape(1), logits[None], noisy[None], clean[None]
+        pred = logits.detach().argmax(2)
         flipped = noisy != clean
-        self.loss += loss.detach().double() * len(noisy)
-        self.n += len(noisy)
-        self.noisy_ok += (pred == noisy).sum()
-        self.clean_ok += (pred == clean).sum()
-        self.flipped += flipped.sum()
-        self.memorised += (flipped & (pred == noisy)).sum()
-        self.corrected += (flipped & (pred == clean)).sum()
+        self.loss += loss.detach().double() * noisy.shape[1]
+        self.n += noisy.shape[1]
+        self.noisy_ok += (pred == noisy).sum(1)
+        self.clean_ok += (pred == clean).sum(1)
+        self.flipped += flipped.sum(1)
+        self.memorised += (flipped & (pred == noisy)).sum(1)
+        self.corrected += (flipped & (pred == clean)).sum(1)
 
-    def finite(self) -> bool:
-        return bool(torch.isfinite(self.loss))
+    def finite(self) -> list[bool]:
+        return torch.isfinite(self.loss).tolist()
 
-    def result(self) -> dict[str, float]:
-        n, f = self.n, max(float(self.flipped), 1.0)
+    def keep(self, cells: Sequence[int]) -> None:
+        """Keep the sums of the listed cells only (the others left the pack)."""
+        index = torch.tensor(list(cells), dtype=torch.long, device=self.loss.device)
+        for name in ("loss", "noisy_ok", "clean_ok", "flipped", "memorised", "corrected"):
+            setattr(self, name, getattr(self, name)[index])
+
+    def result(self, cell: int = 0) -> dict[str, float]:
+        n, f = self.n, max(float(self.flipped[cell]), 1.0)
         return {
-            "train_loss": float(self.loss) / n,
-            "train_acc_noisy": float(self.noisy_ok) / n,
-            "train_acc_clean": float(self.clean_ok) / n,
+            "train_loss": float(self.loss[cell]) / n,
+            "train_acc_noisy": float(self.noisy_ok[cell]) / n,
+            "train_acc_clean": float(self.clean_ok[cell]) / n,
             # Shares of the flipped samples predicted as their noisy / their true label (0 when none).
-            "memorised": float(self.memorised) / f,
-            "corrected": float(self.corrected) / f,
+            "memorised": float(self.memorised[cell]) / f,
+            "corrected": float(self.corrected[cell]) / f,
         }
 
 
@@ -178,30 +217,37 @@ def bf16_is_fast(device: torch.device) -> bool:
         return False
 
 
-@torch.no_grad()
 def evaluate(model, x_u8, y, mean, std, num_classes, batch_size, autocast, channels_last):
     """Test loss (CE, as every paper's evaluator computes it), accuracy and per-class accuracy."""
+    return evaluate_pack(model, x_u8, y, mean, std, num_classes, batch_size, autocast, channels_last, cells=1)[0]
+
+
+@torch.no_grad()
+def evaluate_pack(model, x_u8, y, mean, std, num_classes, batch_size, autocast, channels_last,
+                  cells: int) -> list[dict[str, Any]]:
+    """``evaluate`` for each cell of a pack (``model`` maps [B, K*C, H, W] to [B, K*classes]):
+    every cell sees the same test images; ``batch_size`` images per pass."""
     model.eval()
-    loss_sum = torch.zeros((), device=x_u8.device, dtype=torch.float64)
-    correct = torch.zeros(num_classes, device=x_u8.device, dtype=torch.float64)
+    device = x_u8.device
+    loss_sum = torch.zeros(cells, device=device, dtype=torch.float64)
+    correct = torch.zeros(cells * num_classes, device=device, dtype=torch.float64)
+    class_offset = (torch.arange(cells, device=device) * num_classes)[:, None]
     for start in range(0, len(y), batch_size):
         x = normalize(x_u8[start:start + batch_size], mean, std)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = pack_input(x.unsqueeze(1).expand(-1, cells, -1, -1, -1), channels_last)
         target = y[start:start + batch_size]
         with autocast():
             logits = model(x)
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
-        hit = logits.argmax(1) == target
-        correct += torch.bincount(target[hit], minlength=num_classes).double()
+        logits = logits.float().view(len(target), cells, num_classes).transpose(0, 1).contiguous()
+        for k in range(cells):
+            loss_sum[k] += F.cross_entropy(logits[k], target, reduction="sum").double()
+        hit = logits.argmax(2) == target
+        correct += torch.bincount((class_offset + target)[hit], minlength=cells * num_classes).double()
     model.train()
+    correct = correct.view(cells, num_classes)
     per_class = (correct / torch.bincount(y, minlength=num_classes).clamp(min=1).double()).cpu().numpy()
-    return {
-        "test_loss": float(loss_sum) / len(y),
-        "test_acc": float(correct.sum()) / len(y),
-        "per_class": per_class,
-    }
+    return [{"test_loss": float(loss_sum[k]) / len(y), "test_acc": float(correct[k].sum()) / len(y),
+             "per_class": per_class[k]} for k in range(cells)]
 
 
 def make_optimizer(model, t: DictConfig, weight_decay: float) -> torch.optim.SGD:
@@ -220,17 +266,155 @@ def make_scheduler(optimizer, t: DictConfig):
 def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     """What must not change between a checkpoint and the run that resumes from it."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    runtime = ("device", "progress", "num_threads", "compile", "checkpoint_every")
+    runtime = ("device", "progress", "num_threads", "compile", "checkpoint_every", "pack")
     return {
         "dataset": c["dataset"], "noise": c["noise"], "model": c["model"], "loss": c["loss"],
         "seed": c["seed"], "trainer": {k: v for k, v in c["trainer"].items() if k not in runtime},
     }
 
 
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
+        return [d for k in sorted(set(a) | set(b)) for d in diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
+
+
+@dataclass
+class EpochPlan:
+    """One epoch of a pack, cell by cell (index k is the pack's cell k): lr and weight decay,
+    data order [K, N], noisy labels [K, N] and running sums."""
+
+    lrs: list[float]
+    weight_decays: list[float]
+    perms: torch.Tensor
+    noisy: torch.Tensor
+    stats: EpochStats
+
+    def keep(self, cells: list[int]) -> None:
+        """Keep the listed cells only (the others left the pack)."""
+        self.lrs = [self.lrs[k] for k in cells]
+        self.weight_decays = [self.weight_decays[k] for k in cells]
+        self.perms, self.noisy = self.perms[cells], self.noisy[cells]
+        self.stats.keep(cells)
+
+
+class CellRun:
+    """One cell's side of the loop: its optimiser and schedule (torch's own objects, between packs
+    the holders of its SGD state, so its checkpoint is a single run's), generators, metrics file,
+    progress and result."""
+
+    def __init__(self, index: int, cell: Cell, t: DictConfig, device: torch.device, channels_last: bool,
+                 num_classes: int):
+        self.index, self.cell, self.cfg, self.loss_fn = index, cell, cell.cfg, cell.loss_fn
+        self.loss_key = shared_loss_key(cell.cfg, cell.loss_fn)
+        self.name = Path(cell.run_dir).name
+        self.model = cell.model.to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        loss_wd = getattr(cell.loss_fn, "weight_decay", None)
+        self.optimizer = make_optimizer(self.model, t, t.weight_decay if loss_wd is None else loss_wd)
+        self.scheduler = make_scheduler(self.optimizer, t)
+        seeds = seeds_for(cell.cfg.seed)
+        self.order_gen = torch.Generator().manual_seed(seeds["order"])
+        self.aug_gen = torch.Generator(device=device).manual_seed(seeds["augment"])
+        self.needs_model = bool(getattr(cell.loss_fn, "needs_model", False))
+        self.noisy_y = cell.noisy_y.to(device)
+        self.metrics = MetricsCSV(Path(cell.run_dir) / METRICS_FILE, metric_columns(num_classes))
+        self.ckpt_path = Path(cell.run_dir) / CHECKPOINT_FILE
+        self.state = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "best_per_class": None, "train_time_s": 0.0}
+        self.result: dict[str, Any] = {"status": "completed", "epochs_completed": 0}
+        self.last_row: dict[str, Any] | None = None
+        self.stage_lr: float | None = None
+
+    def resume(self, device: torch.device) -> None:
+        """Load the cell's checkpoint, if it has one that its config may resume from."""
+        if not self.ckpt_path.exists():
+            return
+        ckpt = torch.load(self.ckpt_path, map_location=device, weights_only=False)
+        changed = diff_keys(ckpt["fingerprint"], fingerprint(self.cfg))
+        if changed:
+            raise ConfigError(
+                f"{self.ckpt_path} was written by a run with a different config (differs in: "
+                f"{', '.join(changed)}); use a new run directory or restore those values")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.order_gen.set_state(ckpt["order_gen"])
+        self.aug_gen.set_state(ckpt["aug_gen"].to(self.aug_gen.get_state().device))
+        # The loop draws nothing from the global generator; it is restored as a single run does.
+        torch.set_rng_state(ckpt["torch_rng"])
+        self.state = ckpt["state"]
+        log.info("resuming from %s at epoch %d", self.ckpt_path, self.state["epoch"])
+
+    def begin_epoch(self) -> float:
+        """Move the loss into this epoch's stage; return the epoch's lr."""
+        epoch = self.state["epoch"]
+        self.stage_lr = self.loss_fn.stage_lr(epoch) if hasattr(self.loss_fn, "stage_lr") else None
+        if self.stage_lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.stage_lr
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step_schedule(self) -> None:
+        # The pack updates the cell's parameters; torch's optimiser object is never stepped, which
+        # the scheduler would warn about on its first step.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+            self.scheduler.step()
+
+    def diverge(self, prefix: str) -> None:
+        epoch = self.state["epoch"]
+        log.warning("%sepoch %d: the training loss is not finite; stopping the run as diverged", prefix, epoch + 1)
+        self.result.update(status="diverged", diverged_epoch=epoch + 1)
+
+    def end_epoch(self, row: dict[str, Any], per_class, t: DictConfig, prefix: str) -> None:
+        epoch = row["epoch"]
+        self.metrics.append(row)
+        self.last_row = row
+        self.state["epoch"] = epoch
+        self.state["train_time_s"] += row["epoch_time_s"]
+        if row["test_acc"] > self.state["best_acc"]:
+            self.state.update(best_acc=row["test_acc"], best_epoch=epoch, best_per_class=per_class.tolist())
+        log.info("%sepoch %d/%d lr %.5f train_loss %.4f train_acc(noisy) %.4f test_loss %.4f test_acc %.4f "
+                 "memorised %.3f (%.1fs)", prefix, epoch, t.epochs, row["lr"], row["train_loss"],
+                 row["train_acc_noisy"], row["test_loss"], row["test_acc"], row["memorised"], row["epoch_time_s"])
+        self.cell.logger.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        if self.cell.on_epoch is not None:
+            self.cell.on_epoch(row)
+
+    def checkpoint_due(self, t: DictConfig) -> bool:
+        epoch = self.state["epoch"]
+        return bool(t.checkpoint_every) and (epoch % t.checkpoint_every == 0 or epoch == t.epochs)
+
+    def save_checkpoint(self) -> None:
+        """Write the checkpoint from the cell's model and SGD (filled by ``Pack.write_back``)."""
+        atomic_torch_save({
+            "fingerprint": fingerprint(self.cfg), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "order_gen": self.order_gen.get_state(), "aug_gen": self.aug_gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "state": self.state,
+        }, self.ckpt_path)
+
+    def finish(self, num_classes: int, use_amp: bool) -> dict[str, Any]:
+        result, state = self.result, self.state
+        last_row = self.last_row
+        if last_row is None and state["epoch"] > 0:
+            last_row = _last_metrics_row(self.metrics.path)
+        result["epochs_completed"] = state["epoch"]
+        result["train_time_s"] = state["train_time_s"]
+        result["precision"] = "bf16-autocast" if use_amp else "fp32"
+        if last_row is not None:
+            result.update(
+                test_acc_last=last_row["test_acc"],
+                test_acc_best=state["best_acc"],
+                best_epoch=state["best_epoch"],
+                per_class_test_acc_last=[last_row[f"test_acc_class_{k}"] for k in range(num_classes)],
+                per_class_test_acc_best=state["best_per_class"],
+                train_acc_clean_last=last_row["train_acc_clean"],
+                memorised_last=last_row["memorised"],
+                corrected_last=last_row["corrected"],
+            )
+        return result
 
 
 def train(
@@ -243,7 +427,24 @@ def train(
     on_epoch: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` and return the figures summary.json needs (status, last/best epochs...)."""
-    t = cfg.trainer
+    return train_pack([Cell(cfg, model, loss_fn, data.noisy_y, Path(run_dir), logger, on_epoch)], data)[0]
+
+
+def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
+    """Train the cells together, one stacked model, and return each cell's summary figures.
+
+    The cells share ``data`` (images, clean labels, test set; ``data.noisy_y`` is not read, each
+    cell brings its own) and their whole ``trainer`` config. Cells may start at different epochs
+    (resumed from their checkpoints); each round trains every unfinished cell for one epoch of its
+    own. A cell that diverges leaves the pack, which goes on with the others.
+    """
+    t = cells[0].cfg.trainer
+    shared = OmegaConf.to_container(t, resolve=True)
+    for cell in cells[1:]:
+        changed = diff_keys(shared, OmegaConf.to_container(cell.cfg.trainer, resolve=True))
+        if changed:
+            raise ConfigError(f"cells of one pack must share their trainer config; {cell.run_dir} differs "
+                              f"from {cells[0].run_dir} in: {', '.join('trainer.' + c for c in changed)}")
     device = resolve_device(t.device)
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
@@ -252,131 +453,150 @@ def train(
     # (oneDNN's NHWC convolutions; NCHW single-channel convs take a much slower path).
     channels_last = True if t.channels_last == "auto" else t.channels_last
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
-    seeds = seeds_for(cfg.seed)
 
     data = data.to(device)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    weight_decay = t.weight_decay if getattr(loss_fn, "weight_decay", None) is None else loss_fn.weight_decay
-    optimizer = make_optimizer(model, t, weight_decay)
-    scheduler = make_scheduler(optimizer, t)
-    step_model = torch.compile(model) if t.compile else model
-    augment = build_augment(data.augment, data.mean, data.std)
-    order_gen = torch.Generator().manual_seed(seeds["order"])
-    aug_gen = torch.Generator(device=device).manual_seed(seeds["augment"])
-    loss_kwargs = {"model": model} if getattr(loss_fn, "needs_model", False) else {}
+    runs = [CellRun(i, cell, t, device, channels_last, data.num_classes) for i, cell in enumerate(cells)]
+    for run in runs:  # every checkpoint is checked before any cell's files change
+        run.resume(device)
+    for run in runs:
+        run.metrics.keep_epochs_up_to(run.state["epoch"])
+    augment = build_pack_augment(data.augment, data.mean, data.std)
 
-    metrics = MetricsCSV(run_dir / METRICS_FILE, metric_columns(data.num_classes))
-    ckpt_path = run_dir / CHECKPOINT_FILE
-    state = {"epoch": 0, "best_acc": -1.0, "best_epoch": 0, "best_per_class": None, "train_time_s": 0.0}
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        changed = _diff_keys(ckpt["fingerprint"], fingerprint(cfg))
-        if changed:
-            raise ConfigError(
-                f"{ckpt_path} was written by a run with a different config (differs in: "
-                f"{', '.join(changed)}); use a new run directory or restore those values")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        order_gen.set_state(ckpt["order_gen"])
-        aug_gen.set_state(ckpt["aug_gen"].to(aug_gen.get_state().device))
-        torch.set_rng_state(ckpt["torch_rng"])
-        state = ckpt["state"]
-        log.info("resuming from %s at epoch %d", ckpt_path, state["epoch"])
-    metrics.keep_epochs_up_to(state["epoch"])
-
-    n = len(data.noisy_y)
+    n = len(data.clean_y)
     steps_per_epoch = math.ceil(n / t.batch_size)
     show_bar = bool(t.progress) and sys.stderr.isatty()
-    result: dict[str, Any] = {"status": "completed", "epochs_completed": state["epoch"]}
-    last_row: dict[str, Any] | None = None
-    model.train()
-    for epoch in range(state["epoch"], t.epochs):
+    trainer_l1 = float(t.l1)
+    pack: Pack | None = None
+    step_model: Callable | None = None
+    members: list[CellRun] = []  # the pack's cells, in its order
+    loss_groups: list[tuple[Any, int, int]] = []  # runs of members evaluated by one loss call
+
+    def repack(staying: list[CellRun]) -> None:
+        """Rebuild the pack for ``staying``; members of the current pack carry their state over."""
+        nonlocal pack, members, step_model, loss_groups
+        if pack is not None:
+            pack.write_back([r.model for r in members], [r.optimizer for r in members],
+                            [members.index(r) for r in staying if r in members])
+        # Cells with the same loss side by side: one loss call each, and runs of equal weight decay.
+        members = sorted(staying, key=lambda r: (r.loss_key or "", r.index))
+        loss_groups = equal_runs([r.loss_key or r.index for r in members])
+        pack = Pack([r.model for r in members], [r.optimizer for r in members], t.momentum,
+                    bool(t.nesterov), channels_last) if members else None
+        step_model = None if pack is None else torch.compile(pack.module) if t.compile else pack.module
+
+    def leave_if_diverged(epoch: EpochPlan) -> None:
+        finite = epoch.stats.finite()
+        if all(finite):
+            return
+        for run, ok in zip(members, finite):
+            if not ok:
+                run.diverge(_prefix(run, len(cells)))
+        keep = [k for k, ok in enumerate(finite) if ok]
+        epoch.keep(keep)
+        repack([members[k] for k in keep])
+
+    active = [run for run in runs if run.state["epoch"] < t.epochs]
+    while active:
+        if set(active) != set(members):
+            repack(active)
         start = time.perf_counter()
-        stage_lr = loss_fn.stage_lr(epoch) if hasattr(loss_fn, "stage_lr") else None
-        if stage_lr is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = stage_lr
-        lr = optimizer.param_groups[0]["lr"]
-        stats = EpochStats(device)
-        perm = torch.randperm(n, generator=order_gen).to(device)
+        epoch = EpochPlan(
+            lrs=[r.begin_epoch() for r in members],
+            weight_decays=[r.optimizer.param_groups[0]["weight_decay"] for r in members],
+            perms=torch.stack([torch.randperm(n, generator=r.order_gen) for r in members]).to(device),
+            noisy=torch.stack([r.noisy_y for r in members]),
+            stats=EpochStats(device, len(members)))
         batches = range(steps_per_epoch)
         if show_bar:
             from tqdm import tqdm
-            batches = tqdm(batches, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False, file=sys.stderr)
-        diverged = False
+            note = f", {len(members)} cells" if len(members) > 1 else ""
+            batches = tqdm(batches, desc=f"epoch {members[0].state['epoch'] + 1}/{t.epochs}{note}",
+                           leave=False, file=sys.stderr)
         for step in batches:
-            idx = perm[step * t.batch_size:(step + 1) * t.batch_size]
-            x = augment(data.train_x[idx], aug_gen)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            noisy, clean = data.noisy_y[idx], data.clean_y[idx]
+            size = len(members)
+            idx = epoch.perms[:, step * t.batch_size:(step + 1) * t.batch_size]  # [K, B]
+            batch = idx.shape[1]
+            x = augment(data.train_x[idx].flatten(0, 1), [r.aug_gen for r in members])
+            x = pack_input(x.view(size, batch, *x.shape[1:]).transpose(0, 1), channels_last)
+            noisy, clean = epoch.noisy.gather(1, idx), data.clean_y[idx]
             with autocast():
                 logits = step_model(x)
-            logits = logits.float()
-            loss = loss_fn(logits, noisy, **loss_kwargs)
-            if t.l1:
-                loss = loss + t.l1 * l1_norm(model)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            logits = logits.float().view(batch, size, -1).transpose(0, 1).contiguous()  # [K, B, classes]
+            cell_models = pack.cell_parameters() if trainer_l1 or any(r.needs_model for r in members) else None
+            losses = []
+            for _, first, stop in loss_groups:
+                run = members[first]
+                if stop - first == 1:
+                    kwargs = {"model": cell_models[first]} if run.needs_model else {}
+                    losses.append(run.loss_fn(logits[first], noisy[first], **kwargs).reshape(1))
+                else:  # the batch mean of each cell's per-sample values; the same gradients
+                    values = run.loss_fn.values(logits[first:stop].flatten(0, 1), noisy[first:stop].flatten())
+                    losses.append(values.view(stop - first, -1).mean(1))
+            loss = torch.cat(losses)
+            if trainer_l1:
+                loss = loss + trainer_l1 * torch.stack([l1_norm(m) for m in cell_models])
+            pack.zero_grad()
+            # Each cell's loss depends on its own slice of the parameters only: the gradient of the
+            # sum is, slice by slice, every cell's own gradient.
+            loss.sum().backward()
             if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
-            stats.add(loss, logits, noisy, clean)
-            if (step + 1) % DIVERGENCE_CHECK_STEPS == 0 and not stats.finite():
-                diverged = True
-                break
-        if diverged or not stats.finite():
-            log.warning("epoch %d: the training loss is not finite; stopping the run as diverged", epoch + 1)
-            result.update(status="diverged", diverged_epoch=epoch + 1)
+                clip_grad_norms_(pack.stacked_grads(), t.grad_clip)
+            pack.sgd_step(epoch.lrs, epoch.weight_decays)
+            epoch.stats.add(loss, logits, noisy, clean)
+            if (step + 1) % DIVERGENCE_CHECK_STEPS == 0:
+                leave_if_diverged(epoch)
+                if not members:
+                    break
+        if members:
+            leave_if_diverged(epoch)
+        if not members:
             break
-        if stage_lr is None:
-            scheduler.step()
-        ev = evaluate(model, data.test_x, data.test_y, data.mean, data.std, data.num_classes,
-                      t.eval_batch_size, autocast, channels_last)
-        row = {"epoch": epoch + 1, "lr": lr, **stats.result(),
-               "test_loss": ev["test_loss"], "test_acc": ev["test_acc"],
-               **{f"test_acc_class_{k}": float(a) for k, a in enumerate(ev["per_class"])},
-               "epoch_time_s": time.perf_counter() - start}
-        metrics.append(row)
-        last_row = row
-        state["epoch"] = epoch + 1
-        state["train_time_s"] += row["epoch_time_s"]
-        if ev["test_acc"] > state["best_acc"]:
-            state.update(best_acc=ev["test_acc"], best_epoch=epoch + 1, best_per_class=ev["per_class"].tolist())
-        log.info("epoch %d/%d lr %.5f train_loss %.4f train_acc(noisy) %.4f test_loss %.4f test_acc %.4f "
-                 "memorised %.3f (%.1fs)", epoch + 1, t.epochs, lr, row["train_loss"], row["train_acc_noisy"],
-                 row["test_loss"], row["test_acc"], row["memorised"], row["epoch_time_s"])
-        logger.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-        if on_epoch is not None:
-            on_epoch(row)
-        if t.checkpoint_every and ((epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs):
-            atomic_torch_save({
-                "fingerprint": fingerprint(cfg), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "order_gen": order_gen.get_state(), "aug_gen": aug_gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "state": state,
-            }, ckpt_path)
+        for run in members:
+            if run.stage_lr is None:
+                run.step_schedule()
+        # Eval passes hold K copies of each image: fewer images per pass for a larger pack.
+        eval_rows = t.eval_batch_size if len(members) == 1 else \
+            min(t.eval_batch_size, max(t.batch_size, math.ceil(t.eval_batch_size / len(members))))
+        evals = evaluate_pack(pack.module, data.test_x, data.test_y, data.mean, data.std, data.num_classes,
+                              eval_rows, autocast, channels_last, cells=len(members))
+        elapsed = time.perf_counter() - start
+        for k, (run, ev) in enumerate(zip(members, evals)):
+            row = {"epoch": run.state["epoch"] + 1, "lr": epoch.lrs[k], **epoch.stats.result(k),
+                   "test_loss": ev["test_loss"], "test_acc": ev["test_acc"],
+                   **{f"test_acc_class_{c}": float(a) for c, a in enumerate(ev["per_class"])},
+                   "epoch_time_s": elapsed}
+            run.end_epoch(row, ev["per_class"], t, _prefix(run, len(cells)))
+        # Finished cells and cells due for a checkpoint get their state back from the pack.
+        handing_back = [k for k, run in enumerate(members)
+                        if run.state["epoch"] >= t.epochs or run.checkpoint_due(t)]
+        pack.write_back([r.model for r in members], [r.optimizer for r in members], handing_back)
+        for k in handing_back:
+            if members[k].checkpoint_due(t):
+                members[k].save_checkpoint()
+            members[k].optimizer.state.clear()  # the pack keeps the live momentum
+        active = [run for run in members if run.state["epoch"] < t.epochs]
 
-    if last_row is None and state["epoch"] > 0:
-        last_row = _last_metrics_row(run_dir / METRICS_FILE)
-    result["epochs_completed"] = state["epoch"]
-    result["train_time_s"] = state["train_time_s"]
-    result["precision"] = "bf16-autocast" if use_amp else "fp32"
-    if last_row is not None:
-        result.update(
-            test_acc_last=last_row["test_acc"],
-            test_acc_best=state["best_acc"],
-            best_epoch=state["best_epoch"],
-            per_class_test_acc_last=[last_row[f"test_acc_class_{k}"] for k in range(data.num_classes)],
-            per_class_test_acc_best=state["best_per_class"],
-            train_acc_clean_last=last_row["train_acc_clean"],
-            memorised_last=last_row["memorised"],
-            corrected_last=last_row["corrected"],
-        )
-    return result
+    results = [run.finish(data.num_classes, use_amp) for run in runs]
+    if len(cells) > 1:
+        for result in results:
+            result["pack_size"] = len(cells)
+    return results
+
+
+def shared_loss_key(cfg: DictConfig, loss_fn: torch.nn.Module) -> str | None:
+    """Cells with equal keys train on the same per-sample loss function, which a pack evaluates for
+    all of them in one call; None where the loss is evaluated cell by cell (it reads the model's
+    parameters, the whole batch or the epoch, or is not a registered loss)."""
+    if not isinstance(loss_fn, Loss) or not loss_fn.per_sample or loss_fn.needs_model:
+        return None
+    if type(loss_fn).stage_lr is not Loss.stage_lr:
+        return None
+    return json.dumps([cfg.loss.get("name"), type(loss_fn).__qualname__, loss_fn.params], sort_keys=True, default=str)
+
+
+def _prefix(run: CellRun, cells: int) -> str:
+    """Log lines of a pack's cells name their run directory."""
+    return f"{run.name}: " if cells > 1 else ""
 
 
 def _last_metrics_row(path: Path) -> dict[str, float] | None:

@@ -9,6 +9,7 @@ collector (``statistics.stdev``) and JAL/eps-softmax (torch ``std``) report it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -178,9 +179,14 @@ class Leaderboard:
         out = Path(out_dir if out_dir is not None else self.root)
         out.mkdir(parents=True, exist_ok=True)
         paths = {kind: out / name for kind, name in OUTPUT_FILES.items()}
-        self.cells[list(LEADERBOARD_COLUMNS)].to_csv(paths["csv"], index=False)
-        paths["md"].write_text(self.markdown(), encoding="utf-8")
-        paths["tex"].write_text(self.latex(), encoding="utf-8")
+        # Replaced atomically: a reader (or a second sweep writing the same leaderboard) never
+        # sees a half-written file.
+        texts = {"csv": self.cells[list(LEADERBOARD_COLUMNS)].to_csv(index=False),
+                 "md": self.markdown(), "tex": self.latex()}
+        for kind, text in texts.items():
+            tmp = paths[kind].with_name(f".{paths[kind].name}.{os.getpid()}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, paths[kind])
         return paths
 
 

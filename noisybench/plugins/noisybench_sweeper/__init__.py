@@ -8,11 +8,14 @@ asymmetric noise at 0.1..0.4. ``hydra.sweeper.grid`` lists sub-grids (key -> swe
 ``noise.rate=0.8`` narrows every sub-grid that sweeps the rate.
 
 Before any job starts, every job's config is composed and checked (``run.check_config``), so a
-bad value in cell 200 of a sweep fails the sweep before cell 1 trains.
+bad value in cell 200 of a sweep fails the sweep before cell 1 trains. Cells whose summary.json
+says they are finished are not launched again: re-running a sweep launches only the cells that
+are missing, failed or were cut short (which on a cluster saves a job per finished cell).
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,9 +23,15 @@ from typing import Any, Sequence
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn
+from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
+
+
+class SweepConfigError(CompactHydraException):
+    """A ConfigError of the sweep (a cell's config, the launcher's request): Hydra prints its one
+    line, as the entry point prints a single run's, instead of a traceback."""
 
 
 class GridSweeper(BasicSweeper):
@@ -47,25 +56,54 @@ class GridSweeper(BasicSweeper):
                     jobs.append(job)
         return jobs
 
-    def check_jobs(self, jobs: list[list[str]]) -> None:
+    def check_jobs(self, jobs: list[list[str]]) -> list[list[str]]:
+        """Checks every job's config (when ``check``) and returns the jobs whose cells are not
+        finished."""
+        from hydra_plugins.noisybench_launcher import cell_dir
+        from noisybench.artifacts import FINISHED_STATUSES, SUMMARY_FILE, read_summary
         from noisybench.run import check_config
 
         loader = self.hydra_context.config_loader
+        todo = []
         for job in jobs:
-            check_config(loader.load_sweep_config(self.config, list(job)))
+            config = loader.load_sweep_config(self.config, list(job))
+            if self.check:
+                check_config(config)
+            cell = cell_dir(config)
+            try:
+                summary = read_summary(cell)
+            except ValueError:
+                summary = None
+            if summary is not None and summary["status"] in FINISHED_STATUSES:
+                log.info("skipping %s: its %s says the run is %s", cell.name, SUMMARY_FILE, summary["status"])
+            else:
+                todo.append(job)
+        return todo
 
     def sweep(self, arguments: list[str]) -> Any:
-        jobs = self.job_overrides(arguments)
-        if self.check:
-            tic = time.perf_counter()
-            self.check_jobs(jobs)
-            log.info("checked the configs of %d jobs in %.1f s", len(jobs), time.perf_counter() - tic)
+        from noisybench.registry import ConfigError
+
+        try:
+            return self._sweep(arguments)
+        except ConfigError as e:
+            raise SweepConfigError(f"error: {e}") from None
+
+    def _sweep(self, arguments: list[str]) -> Any:
+        # Resolved first: the jobs' configs copy its cache (the same ${now:...} for all).
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        all_jobs = self.job_overrides(arguments)
+        tic = time.perf_counter()
+        jobs = self.check_jobs(all_jobs)
+        log.info("%s %d jobs in %.1f s; %d of them to launch", "checked the configs of" if self.check
+                 else "looked at", len(all_jobs), time.perf_counter() - tic, len(jobs))
         size = self.max_batch_size if self.max_batch_size not in (None, -1) else max(len(jobs), 1)
         self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
-        sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        # Replaced atomically: the same sweep may be started twice at once.
+        tmp = sweep_dir / f".multirun.yaml.{os.getpid()}.tmp"
+        tmp.write_text(OmegaConf.to_yaml(self.config))
+        os.replace(tmp, sweep_dir / "multirun.yaml")
 
         returns: list[Sequence[JobReturn]] = []
         initial_job_idx = 0
@@ -77,5 +115,5 @@ class GridSweeper(BasicSweeper):
         # A failed cell does not stop the sweep: the others still run, the leaderboard (written
         # when the sweep ends) lists it, and re-running the command retries only the unfinished.
         for r in (r for batch in returns for r in batch if r.status.name == "FAILED"):
-            log.error("a job failed: %r; its summary.json says where", r._return_value)
+            log.error("a cell failed (%s): %s", " ".join(r.overrides or []), r._return_value)
         return returns
