@@ -14,6 +14,8 @@ from omegaconf import DictConfig
 from .registry import ConfigError
 
 CONFIG_PACKAGE = "noisybench.conf"
+# The key a sweeper's pack job carries: the path of its pack manifest (noisybench.pack).
+PACK_JOB_KEY = "pack_job"
 
 # conf/hydra/launcher/*.yaml keep the launcher plugins' names, so Hydra validates them against
 # the plugins' schemas (wanted) and warns that matching by name is deprecated. Set at import so
@@ -49,7 +51,7 @@ def check_group_choices(argv: list[str]) -> None:
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_PACKAGE}", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from .lock import DirLock
-    from .run import run
+    from .run import run, run_pack_job
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     # One process per cell: the same sweep started twice trains each cell once, and the second
@@ -60,6 +62,9 @@ def main(cfg: DictConfig) -> float | None:
                 "skipping %s: its lock is held by %s, which is training it", run_dir, lock.holder)
             return None
         try:
+            if cfg.get(PACK_JOB_KEY):  # a pack of cells, made by the sweeper
+                run_pack_job(Path(cfg[PACK_JOB_KEY]))
+                return None
             summary = run(cfg, run_dir)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)

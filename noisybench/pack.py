@@ -47,8 +47,8 @@ USABLE_MEMORY_SHARE = 0.85
 
 def pack_key(cfg: DictConfig) -> str:
     """Cells with equal keys can train in one pack (what a sweeper groups cells by)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    return json.dumps({k: c.get(k) for k in SHARED_SECTIONS}, sort_keys=True, default=str)
+    return json.dumps({k: OmegaConf.to_container(cfg[k], resolve=True) if k in cfg else None
+                       for k in SHARED_SECTIONS}, sort_keys=True, default=str)
 
 
 def check_packable(cfgs: Sequence[DictConfig], names: Sequence[str]) -> None:
@@ -62,6 +62,58 @@ def check_packable(cfgs: Sequence[DictConfig], names: Sequence[str]) -> None:
             raise ConfigError(
                 f"cells of one pack must share {', '.join(SHARED_SECTIONS)}; {name} differs from "
                 f"{names[0]} in: {', '.join(changed)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Packs as sweep jobs
+# ---------------------------------------------------------------------------------------------
+
+# A pack job's list of its cells' run directories, in its own directory.
+PACK_MANIFEST = "pack.json"
+# Where a sweep keeps its pack jobs' directories (hidden: the leaderboard does not look there).
+PACKS_FOLDER = ".packs"
+
+
+def group_packs(keys: Sequence[str], settings: Sequence[int | str]) -> list[list[int]]:
+    """The jobs of a sweep: cells (indices, in sweep order) grouped by ``pack_key`` into packs of
+    up to ``trainer.pack`` cells. A cell with ``pack=1`` is a job of its own; ``auto`` makes one
+    job of all its compatible cells, which the job splits into packs by its device's memory."""
+    jobs: list[list[int]] = []
+    open_jobs: dict[str, list[int]] = {}
+    for i, (key, setting) in enumerate(zip(keys, settings)):
+        limit = None if setting == "auto" else int(setting)
+        job = open_jobs.get(key)
+        if limit == 1 or job is None or (limit is not None and len(job) >= limit):
+            job = [i]
+            jobs.append(job)
+            open_jobs[key] = job
+        else:
+            job.append(i)
+    return jobs
+
+
+def pack_job_name(cells: Sequence[Path]) -> str:
+    """The same cells always make the same name (a sweep started twice finds its pack's lock)."""
+    import hashlib
+
+    digest = hashlib.sha1("\n".join(sorted(str(Path(c).absolute()) for c in cells)).encode()).hexdigest()
+    return f"pack-{len(cells)}-{digest[:12]}"
+
+
+def write_pack_manifest(job_dir: Path, cells: Sequence[Path]) -> Path:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / PACK_MANIFEST
+    tmp = job_dir / f".{PACK_MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"cells": [str(Path(c).absolute()) for c in cells]}, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_pack_manifest(path: Path) -> list[Path]:
+    try:
+        return [Path(c) for c in json.loads(Path(path).read_text())["cells"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path} is not a pack manifest (a JSON object with a 'cells' list): {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------

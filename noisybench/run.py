@@ -121,6 +121,26 @@ def run_pack(cells: Sequence[tuple[DictConfig, Path]]) -> list[dict[str, Any]]:
     return summaries
 
 
+def run_pack_job(manifest: Path) -> list[dict[str, Any]]:
+    """The job a sweep makes of a pack: the cells its manifest lists, each composed from the
+    ``.hydra/config.yaml`` the sweeper wrote into it and trained under its own lock; a cell whose
+    lock another process holds (a second sweep training it) is left to that process."""
+    from contextlib import ExitStack
+
+    from .lock import DirLock
+    from .pack import read_pack_manifest
+
+    cells = []
+    with ExitStack() as locks:
+        for run_dir in read_pack_manifest(manifest):
+            lock = locks.enter_context(DirLock(run_dir))
+            if not lock.held:
+                log.warning("skipping %s: its lock is held by %s, which is training it", run_dir, lock.holder)
+                continue
+            cells.append((OmegaConf.load(run_dir / ".hydra" / "config.yaml"), run_dir))
+        return run_pack(cells) if cells else []
+
+
 def _pack_size(cfg: DictConfig, dataset, cells: int) -> int:
     """Cells per pack for ``cells`` cells like ``cfg`` (memory checked, ``auto`` resolved)."""
     t = cfg.trainer

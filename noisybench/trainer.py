@@ -263,13 +263,17 @@ def make_scheduler(optimizer, t: DictConfig):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-def fingerprint(cfg: DictConfig) -> dict[str, Any]:
-    """What must not change between a checkpoint and the run that resumes from it."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    runtime = ("device", "progress", "num_threads", "compile", "checkpoint_every", "pack")
+# Trainer settings that do not change a run's numbers: a run may resume with other values.
+RUNTIME_TRAINER_KEYS = ("device", "progress", "num_threads", "compile", "checkpoint_every", "pack")
+
+
+def fingerprint(cfg: DictConfig | dict) -> dict[str, Any]:
+    """What must not change between a checkpoint and the run that resumes from it (also applied to
+    a stored fingerprint, so that one written with a runtime setting still matches)."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     return {
         "dataset": c["dataset"], "noise": c["noise"], "model": c["model"], "loss": c["loss"],
-        "seed": c["seed"], "trainer": {k: v for k, v in c["trainer"].items() if k not in runtime},
+        "seed": c["seed"], "trainer": {k: v for k, v in c["trainer"].items() if k not in RUNTIME_TRAINER_KEYS},
     }
 
 
@@ -331,7 +335,7 @@ class CellRun:
         if not self.ckpt_path.exists():
             return
         ckpt = torch.load(self.ckpt_path, map_location=device, weights_only=False)
-        changed = diff_keys(ckpt["fingerprint"], fingerprint(self.cfg))
+        changed = diff_keys(fingerprint(ckpt["fingerprint"]), fingerprint(self.cfg))
         if changed:
             raise ConfigError(
                 f"{self.ckpt_path} was written by a run with a different config (differs in: "

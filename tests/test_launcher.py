@@ -11,7 +11,10 @@ from noisybench.__main__ import expose_hydra_plugins
 from noisybench.registry import ConfigError
 
 expose_hydra_plugins()
-from hydra_plugins.noisybench_launcher import SlurmLauncher, gres_gpus, parse_time_limit  # noqa: E402
+from hydra_plugins.noisybench_launcher import (SlurmLauncher, _checkpoint_stamps, gres_gpus,  # noqa: E402
+                                               parse_time_limit)
+
+from noisybench.pack import write_pack_manifest  # noqa: E402
 
 
 def job(tmp_path, timeout_min: int, signal_delay_s: int, running_s: float) -> SlurmLauncher:
@@ -20,7 +23,7 @@ def job(tmp_path, timeout_min: int, signal_delay_s: int, running_s: float) -> Sl
     launcher.config = OmegaConf.create({"trainer": {"checkpoint_every": 1}})
     launcher._cell = tmp_path
     launcher._started = time.monotonic() - running_s
-    launcher._checkpoint_at_start = None
+    launcher._checkpoint_at_start = _checkpoint_stamps(tmp_path)
     return launcher
 
 
@@ -37,6 +40,19 @@ def test_time_limit_warning_before_any_checkpoint_fails_naming_timeout_min(tmp_p
     with pytest.raises(ConfigError, match=r"timeout_min=10 is too short .*signal_delay_s=120"):
         launcher.checkpoint(["loss=ce"], "hydra.sweep.dir", 0, "id", {})
     assert not launcher._requeued
+
+
+def test_a_pack_job_is_requeued_when_any_of_its_cells_wrote_a_checkpoint(tmp_path):
+    cells = [tmp_path / "a", tmp_path / "b"]
+    for cell in cells:
+        cell.mkdir()
+    write_pack_manifest(tmp_path / "pack", cells)
+    stalled = job(tmp_path / "pack", timeout_min=10, signal_delay_s=120, running_s=470)
+    with pytest.raises(ConfigError, match=r"timeout_min=10 is too short"):
+        stalled.checkpoint(["loss=ce"], "hydra.sweep.dir", 0, "id", {})
+    (cells[1] / "checkpoint.pt").write_bytes(b"epoch 3")
+    assert stalled.checkpoint(["loss=ce"], "hydra.sweep.dir", 0, "id", {}) is not None
+    assert stalled._requeued
 
 
 def test_preemption_requeues_even_before_the_first_checkpoint(tmp_path):

@@ -14,14 +14,15 @@ count-based columns. The SGD step, the per-cell clipping and the L1 term are che
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
-from helpers import compose_config
+from helpers import assert_same_metrics, compose_config, read_rows, run_cli
 from omegaconf import OmegaConf
 
 from noisybench.data.augment import AUGMENTATIONS, build_augment
@@ -63,11 +64,6 @@ def cell_config(name, extra=()):
     return compose_config([*COMMON, *CELLS[name], *extra])
 
 
-def read_rows(run_dir):
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items() if k != "epoch_time_s"} for row in csv.DictReader(f)]
-
-
 @pytest.fixture(scope="module")
 def digits_test_counts():
     from noisybench.data import load_dataset
@@ -84,21 +80,6 @@ def alone(tmp_path_factory):
     for name in CELLS:
         run(cell_config(name), root / name)
     return root
-
-
-def assert_same_metrics(alone_dir, pack_dir, test_counts):
-    expected, got = read_rows(alone_dir), read_rows(pack_dir)
-    assert [r["epoch"] for r in got] == [r["epoch"] for r in expected]
-    labels = np.load(alone_dir / "noisy_labels.npz")
-    one_sample = {"train_acc_noisy": len(labels["noisy"]), "train_acc_clean": len(labels["noisy"]),
-                  "memorised": labels["flipped"].sum(), "corrected": labels["flipped"].sum(),
-                  "test_acc": test_counts.sum(), **{f"test_acc_class_{k}": n for k, n in enumerate(test_counts)}}
-    for a, b in zip(expected, got):
-        assert b["lr"] == a["lr"]
-        for key in ("train_loss", "test_loss"):
-            assert b[key] == pytest.approx(a[key], rel=1e-4), (pack_dir, a["epoch"], key)
-        for key, n in one_sample.items():
-            assert abs(b[key] - a[key]) <= 1 / max(int(n), 1) + 1e-12, (pack_dir, a["epoch"], key)
 
 
 @pytest.mark.slow
@@ -323,3 +304,78 @@ def test_per_cell_sgd_clipping_and_l1_are_torchs_bit_for_bit():
         for p, q in zip(model.parameters(), cell.parameters()):
             assert torch.equal(p, q)
             assert torch.equal(holder.state[p]["momentum_buffer"], opt.state[q]["momentum_buffer"])
+
+
+# A sweep of 6 digits cells, one of them with ANL's L1 term, in the settings of COMMON for which
+# the equivalence tolerance is justified.
+SWEEP = ["--multirun", *(a for a in COMMON if not a.startswith("trainer.pack=")), "loss=ce,anl_ce,sce",
+         "noise.rate=0.2,0.4", "seed=0"]
+
+
+def sweep_summaries(sweep_dir):
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
+
+
+def pack_manifests(sweep_dir):
+    """The cells of each pack job of a sweep, by run directory name."""
+    return sorted(sorted(Path(c).name for c in json.loads(m.read_text())["cells"])
+                  for m in (sweep_dir / ".packs").glob("*/pack.json"))
+
+
+@pytest.mark.slow
+def test_a_sweep_trains_its_cells_as_packs_one_job_per_pack(tmp_path, digits_test_counts):
+    alone, packed = tmp_path / "alone", tmp_path / "packed"
+    proc = run_cli([*SWEEP, f"hydra.sweep.dir={alone}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli([*SWEEP, "trainer.pack=4", f"hydra.sweep.dir={packed}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    # ceil(6 / 4) = 2 jobs, in sweep order; the cells keep their directories (trainer.pack is not
+    # part of a cell's name, so a sweep may switch packing on or off and still resume).
+    assert "6 of them to train, as 2 jobs" in log
+    expected = sweep_summaries(alone)
+    found = sweep_summaries(packed)
+    assert sorted(found) == sorted(expected) and len(found) == 6
+    assert sorted(len(cells) for cells in pack_manifests(packed)) == [2, 4]
+    assert sorted(s["pack_size"] for s in found.values()) == [2, 2, 4, 4, 4, 4]
+    for name in expected:
+        assert found[name]["status"] == "completed"
+        assert (packed / name / ".hydra" / "config.yaml").is_file()
+        assert_same_metrics(alone / name, packed / name, digits_test_counts)
+    board = pd.read_csv(packed / "leaderboard.csv")
+    assert len(board) == 6 and set(board["n_seeds"]) == {1} and set(board["n_incomplete"]) == {0}
+
+    again = run_cli([*SWEEP, "trainer.pack=4", f"hydra.sweep.dir={packed}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 of them to train, as 0 jobs" in again.stdout + again.stderr
+    assert sweep_summaries(packed) == found
+
+
+@pytest.mark.slow
+def test_submitit_packs_only_the_unfinished_cells(tmp_path, digits_test_counts):
+    sweep = tmp_path / "sweep"
+    first = run_cli([*SWEEP, "loss=ce", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    done = {name: (sweep / name / "summary.json").read_text() for name in sweep_summaries(sweep)}
+    assert len(done) == 2
+
+    proc = run_cli([*SWEEP, "trainer.pack=3", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"],
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # 4 unfinished cells: one pack of 3 and a cell of its own, each a submitit job.
+    assert "4 of them to train, as 2 jobs" in proc.stdout + proc.stderr
+    assert len([p for p in (sweep / ".submitit").iterdir() if p.is_dir() and p.name.isdigit()]) == 2
+    found = sweep_summaries(sweep)
+    assert len(found) == 6 and {s["status"] for s in found.values()} == {"completed"}
+    assert {name: (sweep / name / "summary.json").read_text() for name in done} == done
+    assert [len(cells) for cells in pack_manifests(sweep)] == [3]
+    assert sorted(s.get("pack_size", 1) for s in found.values()) == [1, 1, 1, 3, 3, 3]
+
+
+def test_sweep_cells_are_grouped_by_what_they_share_up_to_k_in_sweep_order():
+    from noisybench.pack import group_packs
+
+    keys = ["a", "b", "a", "a", "b", "a", "c"]
+    assert group_packs(keys, [2] * 7) == [[0, 2], [1, 4], [3, 5], [6]]
+    assert group_packs(keys, ["auto"] * 7) == [[0, 2, 3, 5], [1, 4], [6]]
+    assert group_packs(keys, [1] * 7) == [[i] for i in range(7)]

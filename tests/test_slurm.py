@@ -175,7 +175,7 @@ def test_cancelled_cell_fails_in_bounded_time_and_a_rerun_runs_only_it(cluster, 
     rerun = run_cli(args, cwd=tmp_path, timeout=SWEEP_TIMEOUT_S)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = rerun.stdout + rerun.stderr
-    assert re.search(r"checked the configs of 2 jobs .*; 1 of them to launch", log)
+    assert re.search(r"checked the configs of 2 cells .*; 1 of them to train, as 1 jobs", log)
     assert f"skipping {other}" in log
     assert (sweep / other / "summary.json").read_text() == finished
     assert cells(sweep)[victim]["status"] == "completed" and cells(sweep)[victim]["epochs_completed"] == epochs
@@ -234,3 +234,31 @@ def test_requests_slurm_could_never_run_are_refused_with_the_value(cluster, over
     launcher = SlurmLauncher(**params)
     with pytest.raises(ConfigError, match=message):
         launcher.check_request()
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_is_one_slurm_job_per_pack_and_a_preempted_pack_resumes(cluster, sweep, tmp_path):
+    packed = [*GRID, "trainer.pack=2"]
+    proc = start_sweep([*packed, *SLURM, f"hydra.sweep.dir={sweep}"], tmp_path, tmp_path / "slurm.log")
+    try:
+        wait_until(lambda: rows(sweep / CELLS[0]) >= 3, 120, "three epochs of the pack")
+        # One job: submitit submits it alone, not as an array.
+        (task,) = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir() and p.name[0].isdigit()]
+        subprocess.run(["scancel", "--signal=USR2", task], check=True, timeout=30)
+    finally:
+        rc = finish(proc)
+    assert rc == 0, (tmp_path / "slurm.log").read_text()[-3000:]
+    assert "2 of them to train, as 1 jobs" in (tmp_path / "slurm.log").read_text()
+    # Both cells in one job, requeued and resumed from their own checkpoints.
+    logs = job_logs(sweep)
+    assert f"Requeued job {task}" in logs and len(re.findall(r"resuming from ", logs)) == 2
+    found = cells(sweep)
+    assert sorted(found) == CELLS
+    assert {(s["status"], s["epochs_completed"], s["pack_size"]) for s in found.values()} == {("completed", EPOCHS, 2)}
+
+    reference = tmp_path / "reference"
+    proc = run_cli([*packed, f"hydra.sweep.dir={reference}"], cwd=tmp_path, timeout=SWEEP_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The same pack, uninterrupted under the default launcher: the same numbers to the last digit.
+    for name in CELLS:
+        assert metrics(sweep / name).equals(metrics(reference / name)), name

@@ -72,6 +72,35 @@ def cell_dir(config: DictConfig, job_dir_key: str = "hydra.sweep.dir") -> Path:
         HydraConfig.instance().cfg = previous
 
 
+def write_cell_config(config: DictConfig, cell: Path, overwrite: bool = True) -> None:
+    """``.hydra/config.yaml`` and ``overrides.yaml`` of a cell, as Hydra writes them when it runs
+    the cell as its own job (a cell of a pack, or a cell whose job never started)."""
+    hydra_dir = cell / ".hydra"
+    if not overwrite and (hydra_dir / "config.yaml").exists():
+        return
+    task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in (("config.yaml", OmegaConf.to_yaml(task)),
+                          ("overrides.yaml", OmegaConf.to_yaml(list(config.hydra.overrides.task)))):
+        tmp = hydra_dir / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(content)
+        os.replace(tmp, hydra_dir / name)
+
+
+def job_cells(job_dir: Path) -> list[Path]:
+    """The cells a job trains: the cells of its pack (noisybench.pack), or its own directory."""
+    from noisybench.pack import PACK_MANIFEST, read_pack_manifest
+
+    manifest = job_dir / PACK_MANIFEST
+    return read_pack_manifest(manifest) if manifest.exists() else [job_dir]
+
+
+def _checkpoint_stamps(job_dir: Path) -> tuple:
+    from noisybench.artifacts import CHECKPOINT_FILE
+
+    return tuple(_checkpoint_stamp(cell / CHECKPOINT_FILE) for cell in job_cells(job_dir))
+
+
 def failed(overrides: Sequence[str], error: BaseException) -> JobReturn:
     ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
     ret.return_value = error
@@ -99,10 +128,9 @@ class _CellJobs:
 
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: dict) -> JobReturn:
-        """Runs inside the job: one cell, under its lock."""
+        """Runs inside the job: one cell (or one pack of cells), under its lock."""
         import submitit
 
-        from noisybench.artifacts import CHECKPOINT_FILE
         from noisybench.lock import DirLock
 
         # As in noisybench.__main__, which a job does not import: the launcher configs keep the
@@ -123,7 +151,7 @@ class _CellJobs:
                 return ret
             self._cell, self._requeued, self._stop = cell, False, None
             self._started = time.monotonic()
-            self._checkpoint_at_start = _checkpoint_stamp(cell / CHECKPOINT_FILE)
+            self._checkpoint_at_start = _checkpoint_stamps(cell)
             try:
                 return run_job(hydra_context=self.hydra_context, task_function=self.task_function,
                                config=config, job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
@@ -137,7 +165,6 @@ class _CellJobs:
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Called by submitit on SLURM's warning or preemption signal, inside the job: requeue the
         cell with the same arguments; ``run`` resumes it from its last epoch checkpoint."""
-        from noisybench.artifacts import CHECKPOINT_FILE
         from noisybench.registry import ConfigError
 
         elapsed = time.monotonic() - self._started
@@ -147,7 +174,7 @@ class _CellJobs:
         if self._cell is None:
             self._requeued = True
             return super().checkpoint(*args, **kwargs)
-        if timed_out and _checkpoint_stamp(self._cell / CHECKPOINT_FILE) == self._checkpoint_at_start:
+        if timed_out and _checkpoint_stamps(self._cell) == self._checkpoint_at_start:
             every = self.config.trainer.get("checkpoint_every")
             self._stop = ConfigError(
                 f"hydra.launcher.timeout_min={timeout_min} is too short for {self._cell.name}: SLURM's "
@@ -167,13 +194,14 @@ class _CellJobs:
         record goes (the leaderboard then counts the cell's epochs as incomplete)."""
         from noisybench.artifacts import SUMMARY_FILE
 
-        path = self._cell / SUMMARY_FILE
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        if summary.get("status") == "failed" and str(summary.get("error", "")).startswith("SystemExit"):
-            path.unlink(missing_ok=True)
+        for cell in job_cells(self._cell):
+            path = cell / SUMMARY_FILE
+            try:
+                summary = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if summary.get("status") == "failed" and str(summary.get("error", "")).startswith("SystemExit"):
+                path.unlink(missing_ok=True)
 
     # --- submitting side --------------------------------------------------------------------
 
@@ -239,15 +267,7 @@ class _CellJobs:
         """A failed job that never got as far as its cell's directory leaves the config there,
         so that the leaderboard lists the cell as incomplete instead of not at all."""
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        path = cell_dir(config) / ".hydra" / "config.yaml"
-        if path.exists():
-            return
-        with open_dict(config):
-            del config["hydra"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(OmegaConf.to_yaml(config))
-        os.replace(tmp, path)
+        write_cell_config(config, cell_dir(config), overwrite=False)
 
 
 class LocalLauncher(_CellJobs, submitit_launcher.LocalLauncher):

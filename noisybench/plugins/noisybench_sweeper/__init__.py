@@ -56,9 +56,9 @@ class GridSweeper(BasicSweeper):
                     jobs.append(job)
         return jobs
 
-    def check_jobs(self, jobs: list[list[str]]) -> list[list[str]]:
+    def check_jobs(self, jobs: list[list[str]]) -> list[tuple[list[str], Any]]:
         """Checks every job's config (when ``check``) and returns the jobs whose cells are not
-        finished."""
+        finished, with their configs."""
         from hydra_plugins.noisybench_launcher import cell_dir
         from noisybench.artifacts import FINISHED_STATUSES, SUMMARY_FILE, read_summary
         from noisybench.run import check_config
@@ -77,8 +77,45 @@ class GridSweeper(BasicSweeper):
             if summary is not None and summary["status"] in FINISHED_STATUSES:
                 log.info("skipping %s: its %s says the run is %s", cell.name, SUMMARY_FILE, summary["status"])
             else:
-                todo.append(job)
+                todo.append((job, config))
         return todo
+
+    def pack_jobs(self, todo: list[tuple[list[str], Any]]) -> list[list[str]]:
+        """The jobs to launch: a cell per job, or with ``trainer.pack`` a pack of cells per job.
+
+        A pack job is its first cell's overrides plus its own directory under
+        ``<sweep>/.packs/`` and the path of its manifest (the cells' run directories, into each
+        of which the cell's ``.hydra/config.yaml`` is written, as Hydra does for a job). Any
+        launcher runs it as one job; ``noisybench.__main__`` trains its cells as packs."""
+        from hydra_plugins.noisybench_launcher import cell_dir, write_cell_config
+        from noisybench.__main__ import PACK_JOB_KEY
+        from noisybench.pack import PACKS_FOLDER, group_packs, pack_job_name, pack_key, write_pack_manifest
+        from noisybench.registry import ConfigError
+
+        settings = [config.trainer.get("pack", 1) for _, config in todo]
+        if all(s == 1 for s in settings):
+            return [job for job, _ in todo]
+        groups = group_packs([pack_key(config) for _, config in todo], settings)
+        sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
+        jobs = []
+        for group in groups:
+            first, first_config = todo[group[0]]
+            if len(group) == 1:
+                jobs.append(first)
+                continue
+            if any(todo[i][1].logger.name == "wandb" for i in group):
+                raise ConfigError("logger=wandb keeps one wandb run per process, so it cannot log a pack of "
+                                  "cells; use trainer.pack=1 with logger=wandb")
+            cells = []
+            for i in group:
+                job, config = todo[i]
+                cells.append(cell_dir(config))
+                write_cell_config(config, cells[-1])
+            job_dir = sweep_dir / PACKS_FOLDER / pack_job_name(cells)
+            manifest = write_pack_manifest(job_dir, cells)
+            jobs.append([*first, f"hydra.sweep.subdir='{PACKS_FOLDER}/{job_dir.name}'",
+                         f"+{PACK_JOB_KEY}='{manifest}'"])
+        return jobs
 
     def sweep(self, arguments: list[str]) -> Any:
         from noisybench.registry import ConfigError
@@ -93,9 +130,10 @@ class GridSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         all_jobs = self.job_overrides(arguments)
         tic = time.perf_counter()
-        jobs = self.check_jobs(all_jobs)
-        log.info("%s %d jobs in %.1f s; %d of them to launch", "checked the configs of" if self.check
-                 else "looked at", len(all_jobs), time.perf_counter() - tic, len(jobs))
+        todo = self.check_jobs(all_jobs)
+        jobs = self.pack_jobs(todo)
+        log.info("%s %d cells in %.1f s; %d of them to train, as %d jobs", "checked the configs of" if self.check
+                 else "looked at", len(all_jobs), time.perf_counter() - tic, len(todo), len(jobs))
         size = self.max_batch_size if self.max_batch_size not in (None, -1) else max(len(jobs), 1)
         self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
