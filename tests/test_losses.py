@@ -416,6 +416,22 @@ def test_half_precision_logits_are_upcast():
     torch.testing.assert_close(value.double(), loss(z.to(torch.bfloat16).double(), y))
 
 
+
+def test_cached_constants_first_made_under_inference_mode_serve_training():
+    # The losses keep their constants as cached 0-dim tensors (one table per dtype and device);
+    # an evaluation under inference_mode must not leave inference tensors for training.
+    from noisybench.losses import base
+
+    base._CONSTANTS.clear()
+    z, y = batch(seed=4)
+    loss = build("anl_fl")
+    with torch.inference_mode():
+        evaluated = loss(z, y)
+    z.requires_grad_()
+    value = loss(z, y)
+    value.backward()
+    assert value.item() == evaluated.item() and torch.isfinite(z.grad).all()
+
 # ----------------------------------------------------------------------------------------------
 # Properties
 # ----------------------------------------------------------------------------------------------

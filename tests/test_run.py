@@ -86,7 +86,7 @@ def test_diverging_run_is_recorded_and_exits_zero(tmp_path):
     assert json.loads((tmp_path / "cli" / "summary.json").read_text())["status"] == "diverged"
 
 
-RESUME_ARGS = ["noise.rate=0.4", "trainer.epochs=6", "trainer.batch_size=8"]
+RESUME_ARGS = ["noise.rate=0.4", "trainer.epochs=6", "trainer.batch_size=16"]
 
 
 @pytest.mark.slow

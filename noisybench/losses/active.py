@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from . import papers, terms
-from .base import (CLAMP, LOG_CLAMP, NON_NEGATIVE, POSITIVE, HandWrittenLoss, Integer, Loss, Real,
-                   SoftmaxLoss, register_loss)
+from .base import (CLAMP, LOG2_E, LOG_CLAMP, NON_NEGATIVE, POSITIVE, Constants, HandWrittenLoss, Integer,
+                   Loss, Real, SoftmaxLoss, register_loss)
 from .symmetric import GCE_Q
 
 
@@ -75,15 +75,17 @@ class LogitClipCE(SoftmaxLoss):
         self.clip_delta, self.eps = delta, eps
 
     def evaluate(self, logits, labels, reduce, need_grad):
+        c = Constants(logits)
         norms = torch.linalg.vector_norm(logits, dim=1, keepdim=True)
-        shifted = norms + self.eps
-        clipped = shifted > 1 / self.clip_delta
-        factor = torch.where(clipped, self.clip_delta / shifted, 1.0)
-        value, grad = super().evaluate(logits * factor, labels, reduce, need_grad)
+        shifted = norms + c(self.eps)
+        clipped = shifted > c(1 / self.clip_delta)
+        factor = torch.where(clipped, torch.div(c(self.clip_delta), shifted), c(1.0))
+        # The gradient with respect to the clipped logits, times ``factor``; then the rest of
+        # the clip's Jacobian, ``-z z^T / (n ||z||)`` times that on clipped rows.
+        value, grad = super().evaluate(logits * factor, labels, reduce, need_grad, factor)
         if grad is not None:
-            along = torch.where(clipped, factor / (shifted * norms), 0.0)
-            along.mul_((logits * grad).sum(1, keepdim=True))
-            grad = grad.mul_(factor).addcmul_(logits, along, value=-1)
+            along = torch.where(clipped, torch.mul(shifted, norms).reciprocal_(), c(0.0))
+            grad.addcmul_(logits, along.mul_((logits * grad).sum(1, keepdim=True)), value=-1)
         return value, grad
 
 
@@ -102,21 +104,31 @@ class LDRKL(HandWrittenLoss):
         self.threshold, self.lam = threshold, lam
 
     def evaluate(self, logits, labels, reduce, need_grad):
+        c = Constants(logits)
+        size, classes = logits.shape
         index = labels.unsqueeze(1)
         soft = F.softplus(logits)
         mean = soft.mean(1, keepdim=True)
         u = soft.div_(mean)
-        d = (u - u.gather(1, index)).add_(self.threshold).div_(self.lam).scatter_(1, index, 0.0)
+        # d / lam in units of log2, for exp2 (see LOG2_E): (u - (u_y - threshold)) * log2(e) / lam,
+        # 0 for y.
+        shift = u.gather(1, index).sub_(c(self.threshold))
+        d = torch.sub(u, shift).mul_(c(LOG2_E / self.lam)).scatter_(1, index, 0.0)
         top = d.amax(1, keepdim=True)  # the code's max subtraction
-        exps = d.sub_(top).exp_()
+        exps = d.sub_(top).exp2_()
         sums = exps.sum(1, keepdim=True)
-        value = sums.log().sub_(math.log(logits.shape[1])).add_(top).mul_(self.lam)
-        value = value.mean() if reduce else value.squeeze(1)
+        value = sums.log().add_(top, alpha=math.log(2))  # log sum_k exp(d_k / lam)
+        if reduce:  # lam * (mean - log K)
+            value = torch.add(c(-self.lam * math.log(classes)), value.sum(), alpha=self.lam / size)
+        else:
+            value = value.sub_(c(math.log(classes))).mul_(c(self.lam)).squeeze(1)
         if not need_grad:
             return value, None
         # dL/du = softmax(d) - e_y; through u = s / mean(s): (g - mean_k(g u)) / mean(s);
-        # softplus' = sigmoid.
-        grad_u = exps.div_(sums).scatter_add_(1, index, torch.full_like(sums, -1.0))
+        # softplus' = sigmoid. ``reduce``: the mean's 1 / N goes into the first factor.
+        if reduce:
+            sums.mul_(c(float(size)))
+        grad_u = exps.div_(sums).scatter_add_(1, index, c(-1 / size if reduce else -1.0).expand(size, 1))
         grad_u.sub_((grad_u * u).mean(1, keepdim=True))
         return value, grad_u.div_(mean).mul_(torch.sigmoid(logits))
 

@@ -197,23 +197,22 @@ class _HandWritten(torch.autograd.Function):
         # An attribute, not save_for_backward: ``grad`` is no input or output that could be
         # modified in place, and skipping the saved-tensor checks is measurably faster here.
         ctx.grad = grad
-        ctx.scale = 1 / len(logits) if reduce and loss.per_sample else 1.0
         return value
 
     @staticmethod
     def backward(ctx, grad_value):
-        grad = ctx.grad
-        if grad_value.dim() == 0:  # the batch mean (``grad`` is that of the sum) or a batch value
-            return grad * (grad_value * ctx.scale if ctx.scale != 1 else grad_value), None, None, None
-        return grad * grad_value.unsqueeze(1), None, None, None
+        if grad_value.dim():  # per-sample values
+            grad_value = grad_value.unsqueeze(1)
+        return ctx.grad * grad_value, None, None, None
 
 
 class HandWrittenLoss(Loss):
     """A loss whose ``evaluate`` returns its value and, when asked, its logit gradient.
 
     ``evaluate(logits, labels, reduce, need_grad) -> (value, grad or None)``: the batch mean
-    (``reduce``) or the per-sample values [N], and the gradient of the per-sample values' sum
-    (of the value itself when ``per_sample`` is False).
+    (``reduce``) or the per-sample values [N], and the gradient of the batch mean (``reduce``),
+    of the per-sample values' sum (not ``reduce``), or of the value itself when ``per_sample``
+    is False.
     """
 
     def evaluate(self, logits: torch.Tensor, labels: torch.Tensor, reduce: bool,
@@ -229,40 +228,98 @@ class HandWrittenLoss(Loss):
         return _HandWritten.apply(logits, labels, self, True)
 
 
+# exp(x) = 2^(x log2(e)): exp2 takes a third of exp's time here (exp goes to the vector-math
+# library's high-accuracy kernel, exp2 to PyTorch's own vectorised one), within float rounding.
+LOG2_E = 1 / math.log(2)
+
+_CONSTANTS: dict[tuple[torch.dtype, torch.device], dict[float, torch.Tensor]] = {}
+
+
+class Constants:
+    """Constants as 0-dim tensors of ``like``'s dtype and device, cached: ``c = Constants(x)``,
+    then ``x * c(0.5)`` or ``torch.sub(c(1.0), x)``.
+
+    An arithmetic op with a Python number (``x * 0.5``, ``1 - x``) wraps the number into a
+    double tensor and converts it first, which costs twice the op itself at [N, 1]; with a
+    tensor of the right dtype the op computes exactly the same. Never modify one in place.
+    """
+
+    __slots__ = ("_table", "_like")
+
+    def __init__(self, like: torch.Tensor):
+        key = (like.dtype, like.device)
+        table = _CONSTANTS.get(key)
+        self._table = table if table is not None else _CONSTANTS.setdefault(key, {})
+        self._like = like
+
+    def __call__(self, x: float) -> torch.Tensor:
+        t = self._table.get(x)
+        if t is None:
+            with torch.inference_mode(False):  # usable outside an inference_mode block as well
+                t = self._table[x] = torch.tensor(x, dtype=self._like.dtype, device=self._like.device)
+        return t
+
+    def product(self, x: float, y: float) -> float:
+        """``x * y`` rounded as the dtype computes it from ``x`` and ``y`` in that dtype (the
+        value of ``clamp(a, max=x) * clamp(b, min=y)`` where both clamps bite)."""
+        key = ("product", x, y)
+        value = self._table.get(key)
+        if value is None:
+            value = self._table[key] = (self(x) * self(y)).item()
+        return value
+
+
 # ---------------------------------------------------------------------------------------------
 # Softmax terms
 # ---------------------------------------------------------------------------------------------
 
-class WeightedSum:
-    """``weight * tensor``, kept unscaled: adding ``w * x`` is one ``add_`` with
-    ``alpha = w / weight``, so that the scalar weights of the terms cost no op of their own."""
+class Sum:
+    """``weight * tensor``, a weighted sum kept unscaled: adding ``w * x`` is one ``add_`` with
+    ``alpha = w / weight``, and adding ``w * x * y`` one ``addcmul_``, so that the scalar weights
+    of the terms cost no op of their own. ``owned``: the tensor is the sum's to modify (not a
+    statistic that the terms share)."""
 
     __slots__ = ("tensor", "weight", "owned")
 
-    def __init__(self):
-        self.tensor: torch.Tensor | None = None
-        self.weight = 1.0
-        self.owned = False
+    def __init__(self, tensor: torch.Tensor, weight: float, owned: bool):
+        self.tensor, self.weight, self.owned = tensor, weight, owned
 
-    def add(self, x: torch.Tensor, weight: float, owned: bool) -> None:
-        """``owned``: x is a temporary of the caller's, which the sum may keep and modify (a
-        cached statistic is not)."""
-        if weight == 0:
-            return
-        if self.tensor is None:
-            self.tensor, self.weight, self.owned = x, weight, owned
-        elif self.owned:
+    def add(self, x: torch.Tensor, weight: float) -> None:
+        if self.owned:
             self.tensor.add_(x, alpha=weight / self.weight)
         else:
             self.tensor, self.owned = torch.add(self.tensor, x, alpha=weight / self.weight), True
 
-    def scaled(self) -> torch.Tensor:
+    def add_product(self, x: torch.Tensor, y: torch.Tensor, weight: float) -> None:
+        if self.owned:
+            self.tensor.addcmul_(x, y, value=weight / self.weight)
+        else:
+            self.tensor, self.owned = torch.addcmul(self.tensor, x, y, value=weight / self.weight), True
+
+    def scaled(self, c: Constants) -> torch.Tensor:
         """``weight * tensor`` as a tensor the caller may modify."""
         if self.weight == 1:
             return self.tensor if self.owned else self.tensor.clone()
-        if self.weight == -1:
-            return self.tensor.neg_() if self.owned else self.tensor.neg()
-        return self.tensor.mul_(self.weight) if self.owned else self.tensor * self.weight
+        return self.tensor.mul_(c(self.weight)) if self.owned else torch.mul(self.tensor, c(self.weight))
+
+
+def _add(total: Sum | None, x: torch.Tensor, weight: float, owned: bool) -> Sum | None:
+    if weight == 0:
+        return total
+    if total is None:
+        return Sum(x, weight, owned)
+    total.add(x, weight)
+    return total
+
+
+def _add_product(total: Sum | None, x: torch.Tensor, y: torch.Tensor, weight: float,
+                 owned: bool) -> Sum | None:
+    if weight == 0:
+        return total
+    if total is None:
+        return Sum(x.mul_(y) if owned else torch.mul(x, y), weight, True)
+    total.add_product(x, y, weight)
+    return total
 
 
 class Batch:
@@ -271,20 +328,31 @@ class Batch:
 
     ``p`` is ``softmax(z)`` and ``logp`` is ``log_softmax(z)`` (only computed when a term needs
     it), as the official code computes each; ``p_y`` and ``logp_y`` are their label entries,
-    [N, 1]. A term adds its weighted per-sample value and, when ``need_grad``, its gradient with
-    respect to ``log p``, ``h = label * e_y + row * 1 + dense``; ``value_const`` and
-    ``label_const`` hold the parts that are the same for every sample. The statistics are
-    shared: terms never modify them in place, and pass them with ``owned=False``.
+    [N, 1]. A term adds its weighted per-sample value (``add_value``, ``value_const``) and, when
+    ``need_grad``, its gradient with respect to ``log p``, ``h = label * e_y + row * 1 + dense``
+    (``add_label``, ``label_const``, ``add_row``, ``add_dense``), already multiplied by
+    ``grad_scale`` (1 / N for the batch mean): the gradient is that of the value ``evaluate``
+    returns. The statistics are shared: terms never modify them in place, and pass them with
+    ``owned=False``.
+
+    At [N, 1] an op costs its dispatch only and at [N, K] not much more, so every op counts:
+    constants are cached tensors (``c``), products are accumulated with ``addcmul_`` and the
+    gradient is assembled in a few in-place ops (``gradient``).
     """
 
-    def __init__(self, logits: torch.Tensor, labels: torch.Tensor, need_grad: bool):
+    __slots__ = ("logits", "index", "size", "num_classes", "need_grad", "grad_scale", "softmax", "c",
+                 "_p", "_logp", "_p_y", "_logp_y", "_pt", "_focal", "value", "label", "row", "dense",
+                 "value_const", "label_const")
+
+    def __init__(self, logits: torch.Tensor, labels: torch.Tensor, need_grad: bool, grad_scale: float,
+                 softmax: bool = True):
         self.logits = logits
         self.index = labels.unsqueeze(1)
-        self.num_classes = logits.shape[1]
-        self.need_grad = need_grad
-        self._p = self._logp = self._p_y = self._logp_y = None
-        self._focal: dict[float, torch.Tensor] = {}
-        self.value, self.label, self.row, self.dense = WeightedSum(), WeightedSum(), WeightedSum(), WeightedSum()
+        self.size, self.num_classes = logits.shape
+        self.need_grad, self.grad_scale, self.softmax = need_grad, grad_scale, softmax
+        self.c = Constants(logits)
+        self._p = self._logp = self._p_y = self._logp_y = self._pt = self._focal = None
+        self.value = self.label = self.row = self.dense = None
         self.value_const = self.label_const = 0.0
 
     # Plain lazy properties: functools.cached_property takes a lock on every first access.
@@ -303,80 +371,148 @@ class Batch:
     @property
     def p_y(self) -> torch.Tensor:
         if self._p_y is None:
-            self._p_y = self.at_label(self.p)
+            self._p_y = self.p.gather(1, self.index)
         return self._p_y
 
     @property
     def logp_y(self) -> torch.Tensor:
         if self._logp_y is None:
-            self._logp_y = self.at_label(self.logp)
+            self._logp_y = self.logp.gather(1, self.index)
         return self._logp_y
+
+    @property
+    def pt(self) -> torch.Tensor:
+        """``p`` for the detached weights of the focal terms: softmax's when the loss computes
+        it anyway (``softmax``), else ``exp(log p)`` as the official focal code takes it
+        (``logpt.data.exp()``; as ``2^(log2(e) log p)``, see ``LOG2_E``)."""
+        if self.softmax:
+            return self.p
+        if self._pt is None:
+            self._pt = torch.mul(self.logp, self.c(LOG2_E)).exp2_()
+        return self._pt
+
+    @property
+    def pt_y(self) -> torch.Tensor:
+        """The label entries of ``pt`` ([N, 1]; ``exp(log p_y)`` as in the code)."""
+        return self.p_y if self.softmax else self.logp_y.exp()
 
     def at_label(self, x: torch.Tensor) -> torch.Tensor:
         """x[n, y_n] as [N, 1] for a [N, K] tensor."""
         return x.gather(1, self.index)
 
-    def focal_weights(self, gamma: float) -> torch.Tensor:
-        """``(1 - p)^gamma`` (0^0 = 1), shared by the focal terms of one loss."""
-        if gamma not in self._focal:
-            self._focal[gamma] = torch.rsub(self.p, 1.0).pow_(gamma)
-        return self._focal[gamma]
+    def focal(self, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The focal weights ``(1 - pt)^gamma`` (0^0 = 1) and their products with ``log p``,
+        shared by the focal terms of one loss."""
+        if self._focal is None:
+            self._focal = {}
+        weights = self._focal.get(gamma)
+        if weights is None:
+            weight = torch.sub(self.c(1.0), self.pt).pow_(gamma)
+            weights = self._focal[gamma] = weight, weight * self.logp
+        return weights
 
     def add_value(self, x: torch.Tensor, weight: float, owned: bool = False) -> None:
-        self.value.add(x, weight, owned)
+        self.value = _add(self.value, x, weight, owned)
+
+    def add_value_product(self, x: torch.Tensor, y: torch.Tensor, weight: float, owned: bool = False) -> None:
+        self.value = _add_product(self.value, x, y, weight, owned)
 
     def add_label(self, x: torch.Tensor, weight: float, owned: bool = False) -> None:
-        self.label.add(x, weight, owned)
+        self.label = _add(self.label, x, weight, owned)
+
+    def add_label_product(self, x: torch.Tensor, y: torch.Tensor, weight: float, owned: bool = False) -> None:
+        """Adds ``weight * x * y``; ``owned``: x is the caller's temporary (multiplied in place)."""
+        self.label = _add_product(self.label, x, y, weight, owned)
 
     def add_row(self, x: torch.Tensor, weight: float, owned: bool = False) -> None:
-        self.row.add(x, weight, owned)
+        self.row = _add(self.row, x, weight, owned)
+
+    def add_row_product(self, x: torch.Tensor, y: torch.Tensor, weight: float, owned: bool = False) -> None:
+        self.row = _add_product(self.row, x, y, weight, owned)
 
     def add_dense(self, x: torch.Tensor, weight: float, owned: bool = False) -> None:
-        self.dense.add(x, weight, owned)
+        self.dense = _add(self.dense, x, weight, owned)
+
+    def add_dense_product(self, x: torch.Tensor, y: torch.Tensor, weight: float, owned: bool = False) -> None:
+        """Adds ``weight * x * y`` for x [N, K] and y [N, 1], a temporary of the caller's: the
+        first one takes the weight into y rather than into [N, K]."""
+        if self.dense is None and weight != 1:
+            y, weight = y.mul_(self.c(weight)), 1.0
+        self.dense = _add_product(self.dense, x, y, weight, owned)
 
     def total_value(self, reduce: bool) -> torch.Tensor:
         """The batch mean or the per-sample values [N]."""
-        value = self.value
-        if value.tensor is None:
+        value, const = self.value, self.value_const
+        if value is None:
             zero = self.logits.new_zeros(())
-            return zero + self.value_const if reduce else zero.expand(len(self.logits)) + self.value_const
+            return zero + const if reduce else zero.expand(self.size) + const
         if reduce:
-            total = value.tensor.mean() if value.weight == 1 else value.tensor.sum() * (value.weight / len(value.tensor))
-        else:
-            total = value.scaled().squeeze(1)
-        return total + self.value_const if self.value_const else total
+            total = value.tensor.sum()
+            if const:
+                return torch.add(self.c(const), total, alpha=value.weight / self.size)
+            # sum / N is what mean() computes
+            return total.div_(self.c(float(self.size))) if value.weight == 1 \
+                else total.mul_(self.c(value.weight / self.size))
+        total = value.scaled(self.c).squeeze(1)
+        return total.add_(self.c(const)) if const else total
 
-    def gradient(self) -> torch.Tensor:
-        """``d (sum of the values) / dz = h - p * sum_k h_k`` for ``h = label * e_y + row + dense``."""
-        p = self.p
-        label = self.label.scaled() if self.label.tensor is not None else None
-        if self.label_const:
-            label = torch.full_like(self.index, self.label_const, dtype=p.dtype) if label is None \
-                else label.add_(self.label_const)
-        row = self.row.scaled() if self.row.tensor is not None else None
-        dense = self.dense
-        total = label  # sum_k h_k; ``label`` itself is kept for the scatter below
-        if row is not None:
-            total = row * self.num_classes if total is None else torch.add(total, row, alpha=self.num_classes)
-        if dense.tensor is not None:
-            row_sums = dense.tensor.sum(1, keepdim=True)
-            if total is None:
-                total = row_sums.mul_(dense.weight) if dense.weight != 1 else row_sums
-            elif total is label:
-                total = torch.add(total, row_sums, alpha=dense.weight)
-            else:
-                total.add_(row_sums, alpha=dense.weight)
-        if row is not None:
-            grad = torch.addcmul(row, p, total, value=-1)
-            if dense.tensor is not None:
-                grad.add_(dense.tensor, alpha=dense.weight)
-        elif dense.tensor is not None:
-            grad = dense.scaled().addcmul_(p, total, value=-1)
-        else:
-            grad = p * total.neg()
+    def gradient(self, row_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``d value / dz = h - p * sum_k h_k`` for ``h = label * e_y + row + dense``, each row
+        times ``row_scale`` [N, 1] if given."""
+        label, row, dense, c = self.label, self.row, self.dense, self.c
+        if row_scale is not None:
+            for part in (label, row, dense):
+                if part is not None:
+                    part.tensor, part.owned = part.scaled(c).mul_(row_scale), True
+                    part.weight = 1.0
+            if self.label_const:
+                label = _add(label, row_scale, self.label_const, False)
+                self.label_const = 0.0
         if label is not None:
-            grad.scatter_add_(1, self.index, label)
-        return grad
+            if not self.label_const:
+                label_h = label.scaled(c)
+            elif label.owned and label.weight == 1:
+                label_h = label.tensor.add_(c(self.label_const))
+            else:
+                label_h = torch.add(c(self.label_const), label.tensor, alpha=label.weight)
+        elif self.label_const:
+            label_h = c(self.label_const).expand(self.size, 1)
+        else:
+            label_h = None
+        if self._p is None:
+            # No term needed softmax: ``h`` in one [N, K] tensor, then the backward of log_softmax
+            # (``h - exp(log p) * sum_k h_k``, one fused op, as autograd differentiates log_softmax).
+            if dense is not None:
+                h = dense.scaled(c)
+                if row is not None:
+                    h.add_(row.tensor, alpha=row.weight)
+            elif row is not None:
+                h = row.scaled(c).expand(self.size, self.num_classes).contiguous()
+            else:
+                h = torch.zeros_like(self.logits)
+            if label_h is not None:
+                h.scatter_add_(1, self.index, label_h)
+            return torch._log_softmax_backward_data(h, self.logp, 1, h.dtype)
+        if dense is not None:
+            h = dense.scaled(c)
+            if row is not None:
+                h.add_(row.tensor, alpha=row.weight)
+            total = h.sum(1, keepdim=True)
+            if label_h is None:
+                return h.addcmul_(self.p, total, value=-1)
+            # The label part is added last (not summed into h first): in float32 it is often
+            # the largest part, and p_y * total nearly cancels it.
+            return h.addcmul_(self.p, total.add_(label_h), value=-1).scatter_add_(1, self.index, label_h)
+        if row is not None:  # sum_k h_k = label + K * row
+            row_h = row.scaled(c)
+            if label_h is None:
+                total = torch.mul(row_h, c(-float(self.num_classes)))
+            else:
+                total = torch.add(label_h, row_h, alpha=self.num_classes).neg_()
+            grad = torch.mul(self.p, total).add_(row_h)
+        else:
+            grad = torch.mul(self.p, label_h.neg())
+        return grad if label_h is None else grad.scatter_add_(1, self.index, label_h)
 
 
 Term = Callable[[Batch, float], None]
@@ -391,19 +527,23 @@ class SoftmaxLoss(HandWrittenLoss):
     def __init__(self, terms: Sequence[tuple[float, Term]], l1: float = 0.0):
         super().__init__(l1)
         self.terms = tuple((float(w), t) for w, t in terms if w != 0)
+        # Whether a term reads softmax's output (a term's ``softmax``, True unless it says
+        # otherwise); if none does, softmax is not computed at all.
+        self.softmax = any(getattr(t, "softmax", True) for _, t in self.terms)
 
-    def evaluate(self, logits, labels, reduce, need_grad):
-        batch = Batch(logits, labels, need_grad)
+    def evaluate(self, logits, labels, reduce, need_grad, row_scale=None):
+        """``row_scale``: an [N, 1] factor for each sample's gradient (not for its value)."""
+        batch = Batch(logits, labels, need_grad, 1 / labels.shape[0] if reduce else 1.0, self.softmax)
         for weight, term in self.terms:
             term(batch, weight)
-        return batch.total_value(reduce), batch.gradient() if need_grad else None
+        return batch.total_value(reduce), batch.gradient(row_scale) if need_grad else None
 
     def values(self, logits, labels):
         if not self.terms:  # every weight is 0
             return logits.sum(1) * 0.0
-        return super().values(logits, labels)
+        return _HandWritten.apply(as_float(logits), labels, self, False)
 
     def batch_value(self, logits, labels):
         if not self.terms:
             return logits.sum() * 0.0
-        return super().batch_value(logits, labels)
+        return _HandWritten.apply(logits, labels, self, True)

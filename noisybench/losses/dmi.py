@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import papers
-from .base import POSITIVE, HandWrittenLoss, Integer, register_loss
+from .base import POSITIVE, Constants, HandWrittenLoss, Integer, register_loss
 
 
 class DMILoss(HandWrittenLoss):
@@ -40,20 +40,21 @@ class DMILoss(HandWrittenLoss):
         row in ``M = Y^T P``: det M is exactly 0, as the code's LU finds it, and no LU is run."""
         k = logits.shape[1]
         p = torch.softmax(logits, dim=1)
-        if torch.bincount(labels, minlength=k).min() == 0:
+        if not torch.bincount(labels, minlength=k).all():
             value = torch.full((), -math.log(self.det_offset), dtype=p.dtype, device=p.device)
             return value, torch.zeros_like(p) if need_grad else None
-        joint = torch.zeros(k, k, dtype=p.dtype, device=p.device).index_add_(0, labels, p)  # Y^T P
+        joint = p.new_zeros(k, k).index_add_(0, labels, p)  # Y^T P
         lu, pivots, _ = torch.linalg.lu_factor_ex(joint)  # a singular matrix is allowed: det 0
         size = lu.diagonal().prod().abs()  # |det M| (the row swaps only flip its sign)
-        value = -torch.log(size + self.det_offset)
+        shifted = torch.add(size, Constants(p)(self.det_offset))
+        value = shifted.log().neg_()
         if not need_grad:
             return value, None
-        if size == 0:
+        if not size:
             return value, torch.zeros_like(p)
         eye = torch.eye(k, dtype=lu.dtype, device=lu.device)
         inverse_t = torch.linalg.lu_solve(lu, pivots, eye, adjoint=True)
-        grad_joint = inverse_t.mul_(-size / (size + self.det_offset))
+        grad_joint = inverse_t.mul_(size.div(shifted).neg_())
         grad_p = grad_joint.index_select(0, labels)
         return value, grad_p.sub_((p * grad_p).sum(1, keepdim=True)).mul_(p)
 

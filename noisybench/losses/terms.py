@@ -9,8 +9,13 @@ code) is a constant.
 
 At a batch of 128 x 100 each tensor op costs about as much as its dispatch, so the terms keep
 their ops few: [N, 1] label entries instead of [N, K] one-hot products, in-place updates of
-their own temporaries, masks from ``threshold``/``sign`` (a comparison and a ``where`` on [N, K]
-cost several multiplications each), and ``exp(q * log p)`` where ``p ** q`` would need a ``pow``.
+their own temporaries, products accumulated with ``addcmul_`` (``add_*_product``), constants as
+cached tensors (``b.c``), masks from ``threshold``/``sign`` or a comparison into a float tensor
+(``above``; a boolean [N, K] tensor and a ``where`` cost several multiplications each), and
+``2^(q log2(e) log p)`` where ``p ** q`` would need a ``pow`` (see ``base.LOG2_E``). A term that
+reads no softmax output says so (``softmax = False``): a loss made of such terms never computes
+softmax. The gradient parts are added with the weight ``w * b.grad_scale`` (``b.grad_scale`` is
+1 / N for the batch mean).
 
 Notation: ``p = softmax(z)``, ``y`` the given label, ``K`` the number of classes.
 """
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Batch
+from .base import LOG2_E, Batch
 
 
 def kept(x: torch.Tensor, floor: float) -> torch.Tensor:
@@ -29,13 +34,20 @@ def kept(x: torch.Tensor, floor: float) -> torch.Tensor:
     return torch.threshold(x, floor, 0.0) if floor > 0 else x
 
 
+def above(b: Batch, x: torch.Tensor, floor: float) -> torch.Tensor:
+    """1 where x > floor, else 0, in x's dtype: the gradient mask of ``clamp(x, min=floor)``."""
+    return torch.gt(x, b.c(floor), out=torch.empty_like(x))
+
+
 @dataclass(frozen=True)
 class CE:
     """``-log p_y`` (log-softmax, no clamp), as ``torch.nn.CrossEntropyLoss``."""
 
+    softmax = False
+
     def __call__(self, b: Batch, w: float) -> None:
         b.add_value(b.logp_y, -w)
-        b.label_const -= w
+        b.label_const -= w * b.grad_scale
 
 
 @dataclass(frozen=True)
@@ -47,20 +59,21 @@ class ClampedCE:
     def __call__(self, b: Batch, w: float) -> None:
         b.add_value(b.p_y.clamp_min(self.eps).log_(), -w, owned=True)
         if b.need_grad:
-            b.add_label(kept(b.p_y, self.eps).sign_(), -w, owned=True)
+            b.add_label(above(b, b.p_y, self.eps), -w * b.grad_scale, owned=True)
 
 
 @dataclass(frozen=True)
 class Focal:
-    """``-(1 - p_y)^gamma * log p_y`` with the weight detached."""
+    """``-(1 - pt)^gamma * log p_y`` with the weight detached, ``pt = exp(log p_y)``."""
 
     gamma: float
+    softmax = False
 
     def __call__(self, b: Batch, w: float) -> None:
-        weight = torch.rsub(b.p_y, 1.0).pow_(self.gamma)
-        b.add_value(weight * b.logp_y, -w, owned=True)
+        weight = torch.sub(b.c(1.0), b.pt_y).pow_(self.gamma)
+        b.add_value_product(weight, b.logp_y, -w)
         if b.need_grad:
-            b.add_label(weight, -w, owned=True)
+            b.add_label(weight, -w * b.grad_scale, owned=True)
 
 
 @dataclass(frozen=True)
@@ -71,7 +84,7 @@ class MAE:
         b.value_const += w
         b.add_value(b.p_y, -w)
         if b.need_grad:
-            b.add_label(b.p_y, -w)
+            b.add_label(b.p_y, -w * b.grad_scale)
 
 
 @dataclass(frozen=True)
@@ -84,11 +97,11 @@ class RCE:
 
     def __call__(self, b: Batch, w: float) -> None:
         c = -math.log(self.label_clamp) * w
-        others = b.p.clamp_min(self.eps).sum(1, keepdim=True).sub_(b.p_y.clamp_min(self.eps))
-        b.add_value(others, c, owned=True)
-        if b.need_grad:  # h_k = c max(p_k, eps)' p_k for k != y, 0 for y
-            unclamped = kept(b.p, self.eps) if self.eps > 0 else b.p.clone()
-            b.add_dense(unclamped.scatter_(1, b.index, 0.0), c, owned=True)
+        clamped = b.p.clamp_min(self.eps)
+        b.add_value(clamped.sum(1, keepdim=True).sub_(b.p_y.clamp_min(self.eps)), c, owned=True)
+        if b.need_grad:  # h_k = c max(p_k, eps)' p_k for k != y, 0 for y (max(p, eps) > eps iff p > eps)
+            unclamped = torch.threshold_(clamped, self.eps, 0.0).scatter_(1, b.index, 0.0)
+            b.add_dense(unclamped, c * b.grad_scale, owned=True)
 
 
 @dataclass(frozen=True)
@@ -102,7 +115,7 @@ class GCE:
         b.value_const += w / self.q
         b.add_value(b.p_y.clamp_min(self.eps).pow_(self.q), -w / self.q, owned=True)
         if b.need_grad:  # 0^q = 0 where the clamp bites (q > 0)
-            b.add_label(kept(b.p_y, self.eps).pow(self.q), -w, owned=True)
+            b.add_label(kept(b.p_y, self.eps).pow(self.q), -w * b.grad_scale, owned=True)
 
 
 @dataclass(frozen=True)
@@ -118,7 +131,7 @@ class TruncatedGCE:
         b.value_const += w / self.q
         b.add_value(powered.clamp_min(self.k**self.q), -w / self.q, owned=True)
         if b.need_grad:
-            b.add_label(powered, -w, owned=True)
+            b.add_label(powered, -w * b.grad_scale, owned=True)
 
 
 @dataclass(frozen=True)
@@ -128,15 +141,18 @@ class TaylorCE:
     order: int
 
     def __call__(self, b: Batch, w: float) -> None:
-        rest = torch.rsub(b.p_y, 1.0)
+        rest = torch.sub(b.c(1.0), b.p_y)
         value, power, slope = rest.clone(), rest, None  # slope: sum_{i<t} rest^i = -dL/dp_y
         for i in range(2, self.order + 1):
-            slope = power + 1 if slope is None else slope.add_(power)
+            slope = power + b.c(1.0) if slope is None else slope.add_(power)
             power = power * rest
             value.add_(power, alpha=1 / i)
         b.add_value(value, w, owned=True)
         if b.need_grad:
-            b.add_label(b.p_y if slope is None else slope.mul_(b.p_y), -w, owned=slope is not None)
+            if slope is None:
+                b.add_label(b.p_y, -w * b.grad_scale)
+            else:
+                b.add_label_product(slope, b.p_y, -w * b.grad_scale, owned=True)
 
 
 def _eps_softmax_label(b: Batch, m: float, eps: float) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -163,7 +179,7 @@ class EpsCE:
         b.value_const += w * math.log(self.m + 1)
         b.add_value(scaled.log_(), -w, owned=True)
         if slope is not None:
-            b.add_label(slope, -w, owned=True)
+            b.add_label(slope, -w * b.grad_scale, owned=True)
 
 
 @dataclass(frozen=True)
@@ -176,42 +192,45 @@ class EpsFocal:
 
     def __call__(self, b: Batch, w: float) -> None:
         scaled, slope = _eps_softmax_label(b, self.m, self.eps)
-        weight = torch.mul(scaled, -1 / (self.m + 1)).add_(1.0).pow_(self.gamma)  # (1 - p_eps_y)^gamma
-        log_p = scaled.log_().sub_(math.log(self.m + 1))
-        b.add_value(log_p.mul_(weight), -w, owned=True)
+        weight = torch.sub(b.c(1.0), scaled, alpha=1 / (self.m + 1)).pow_(self.gamma)  # (1 - p_eps_y)^gamma
+        log_p = scaled.log_().sub_(b.c(math.log(self.m + 1)))
+        b.add_value_product(log_p, weight, -w, owned=True)
         if slope is not None:
-            b.add_label(slope.mul_(weight), -w, owned=True)
+            b.add_label_product(slope, weight, -w * b.grad_scale, owned=True)
 
 
 @dataclass(frozen=True)
 class NCE:
     """``(-log p_y) / (-sum_k log p_k)`` (log-softmax, no clamp)."""
 
+    softmax = False
+
     def __call__(self, b: Batch, w: float) -> None:
         inverse = b.logp.sum(1, keepdim=True).reciprocal_()
         ratio = b.logp_y * inverse
-        if b.need_grad:
-            b.add_row(ratio * inverse, -w, owned=True)
-            b.add_label(inverse, w, owned=True)
+        if b.need_grad:  # h = w * inverse * (e_y - ratio)
+            g = w * b.grad_scale
+            b.add_row_product(ratio, inverse, -g)
+            b.add_label(inverse, g, owned=True)
         b.add_value(ratio, w, owned=True)
 
 
 @dataclass(frozen=True)
 class NFL:
     """``-(1-p_y)^g log p_y / sum_k -(1-p_k)^g log p_k``; the weights are detached in both the
-    numerator and the denominator, ``log p`` is not."""
+    numerator and the denominator (``pt``, as the code's ``logpt.data.exp()``), ``log p`` is not."""
 
     gamma: float
+    softmax = False
 
     def __call__(self, b: Batch, w: float) -> None:
-        weight = b.focal_weights(self.gamma)
-        inverse = (weight * b.logp).sum(1, keepdim=True).reciprocal_()  # -1 / normalizer
-        weight_y = b.at_label(weight)
-        ratio = b.logp_y * weight_y
-        ratio.mul_(inverse)
-        if b.need_grad:
-            b.add_dense(weight * (ratio * inverse), -w, owned=True)
-            b.add_label(weight_y.mul_(inverse), w, owned=True)
+        weight, weighted = b.focal(self.gamma)  # (1 - pt)^g and (1 - pt)^g log p
+        inverse = weighted.sum(1, keepdim=True).reciprocal_()  # -1 / normalizer
+        ratio = b.at_label(weighted).mul_(inverse)
+        if b.need_grad:  # h = w * inverse * weight * (e_y - ratio)
+            g = w * b.grad_scale
+            b.add_dense_product(weight, ratio * inverse, -g)
+            b.add_label_product(b.at_label(weight), inverse, g, owned=True)
         b.add_value(ratio, w, owned=True)
 
 
@@ -221,20 +240,23 @@ class NGCE:
 
     q: float
     eps: float
+    softmax = False
 
     def __call__(self, b: Batch, w: float) -> None:
-        # p^q = exp(q log p) (an exp instead of a pow on [N, K]); log p is set to -inf where the
-        # clamp bites, so that `powered` is the gradient's P (0 there) and the clamp_min below
-        # restores eps^q for the value.
+        # p^q = 2^(q log2(e) log p) (an exp2 instead of a pow on [N, K], see LOG2_E); log p is
+        # set to -inf where the clamp bites, so that `powered` is the gradient's P (0 there) and
+        # the clamp_min below restores eps^q for the value.
         logp = torch.threshold(b.logp, math.log(self.eps), -math.inf) if self.eps > 0 else b.logp
-        powered = torch.mul(logp, self.q).exp_()
+        powered = torch.mul(logp, b.c(self.q * LOG2_E)).exp2_()
         floor = self.eps**self.q
-        inverse = torch.rsub(powered.clamp_min(floor).sum(1, keepdim=True), b.num_classes).reciprocal_()
+        total = powered.clamp_min(floor).sum(1, keepdim=True)
+        inverse = torch.sub(b.c(float(b.num_classes)), total).reciprocal_()
         powered_y = b.at_label(powered)
         ratio = torch.addcmul(inverse, powered_y.clamp_min(floor), inverse, value=-1)  # (1 - P_y) / (K - sum P)
-        if b.need_grad:
-            b.add_dense(powered.mul_(ratio * inverse), self.q * w, owned=True)
-            b.add_label(powered_y.mul_(inverse), -self.q * w, owned=True)
+        if b.need_grad:  # h = q * w * inverse * P * (ratio - e_y)
+            g = self.q * w * b.grad_scale
+            b.add_label_product(powered_y, inverse, -g, owned=True)
+            b.add_dense_product(powered, ratio * inverse, g, owned=True)
         b.add_value(ratio, w, owned=True)
 
 
@@ -244,16 +266,18 @@ class NNCE:
     ``1 - v_y / sum_k v_k``."""
 
     min_prob: float
+    softmax = False
 
     def __call__(self, b: Batch, w: float) -> None:
         floor = math.log(self.min_prob)
-        v = b.logp.clamp_min(floor).sub_(floor)  # 0 exactly where the clamp bites
+        v = b.logp.clamp_min(floor).sub_(b.c(floor))  # 0 exactly where the clamp bites
         inverse = v.sum(1, keepdim=True).reciprocal_()
         ratio = b.at_label(v).mul_(inverse)
-        if b.need_grad:
+        if b.need_grad:  # h = w * inverse * [log p > log m] * (ratio - e_y)
+            g = w * b.grad_scale
             unclamped = v.sign_()
-            b.add_label(b.at_label(unclamped).mul_(inverse), -w, owned=True)
-            b.add_dense(unclamped.mul_(ratio * inverse), w, owned=True)
+            b.add_label_product(b.at_label(unclamped), inverse, -g, owned=True)
+            b.add_dense_product(unclamped, ratio * inverse, g, owned=True)
         b.value_const += w
         b.add_value(ratio, -w, owned=True)
 
@@ -266,20 +290,24 @@ class NNFL:
 
     gamma: float
     min_prob: float
+    softmax = False
 
     def __call__(self, b: Batch, w: float) -> None:
         floor = math.log(self.min_prob)
-        logp = b.logp.clamp_min(floor)
-        # (1 - max(p, m))^g = min((1 - p)^g, (1 - m)^g): the focal weights of p, capped.
-        weight = b.focal_weights(self.gamma).clamp_max((1 - self.min_prob) ** self.gamma)
-        weight_y = b.at_label(weight)
-        top = -((1 - self.min_prob) ** self.gamma) * floor
-        inverse = (weight * logp).sum(1, keepdim=True).add_(b.num_classes * top).reciprocal_()
-        ratio = b.at_label(logp).mul_(weight_y).add_(top).mul_(inverse)  # (A - L_y) / (K*A - sum_k L_k)
-        if b.need_grad:
-            unclamped = logp.sub_(floor).sign_()
-            b.add_label(b.at_label(unclamped).mul_(weight_y).mul_(inverse), -w, owned=True)
-            b.add_dense(unclamped.mul_(weight).mul_(ratio * inverse), w, owned=True)
+        cap = (1 - self.min_prob) ** self.gamma
+        top = -cap * floor
+        # (1 - max(p, m))^g = min((1 - p)^g, (1 - m)^g): the focal weights of p, capped; their
+        # product with max(log p, log m) is max((1 - p)^g log p, cap * log m) (both factors
+        # bite together, and log p < 0).
+        weight, weighted = b.focal(self.gamma)
+        clamped = weighted.clamp_min(b.c.product(cap, floor))
+        inverse = clamped.sum(1, keepdim=True).add_(b.c(b.num_classes * top)).reciprocal_()
+        ratio = b.at_label(clamped).add_(b.c(top)).mul_(inverse)  # (A - L_y) / (K*A - sum_k L_k)
+        if b.need_grad:  # h = w * inverse * min(weight, cap) * [log p > log m] * (ratio - e_y)
+            g = w * b.grad_scale
+            unclamped = above(b, b.logp, floor).mul_(weight).clamp_max_(cap)
+            b.add_label_product(b.at_label(unclamped), inverse, -g, owned=True)
+            b.add_dense_product(unclamped, ratio * inverse, g, owned=True)
         b.value_const += w
         b.add_value(ratio, -w, owned=True)
 
@@ -292,10 +320,10 @@ class AGCE:
     q: float
 
     def __call__(self, b: Batch, w: float) -> None:
-        shifted = torch.add(b.p_y, self.a)
+        shifted = torch.add(b.p_y, b.c(self.a))
         powered = shifted.pow(self.q)
         if b.need_grad:
-            b.add_label(powered / shifted * b.p_y, -w, owned=True)
+            b.add_label_product(powered / shifted, b.p_y, -w * b.grad_scale, owned=True)
         b.value_const += w * (self.a + 1) ** self.q / self.q
         b.add_value(powered, -w / self.q, owned=True)
 
@@ -308,10 +336,10 @@ class AUL:
     q: float
 
     def __call__(self, b: Batch, w: float) -> None:
-        shifted = torch.rsub(b.p_y, self.a)
+        shifted = torch.sub(b.c(self.a), b.p_y)
         powered = shifted.pow(self.q)
         if b.need_grad:
-            b.add_label(powered / shifted * b.p_y, -w, owned=True)
+            b.add_label_product(powered / shifted, b.p_y, -w * b.grad_scale, owned=True)
         b.value_const -= w * (self.a - 1) ** self.q / self.q
         b.add_value(powered, w / self.q, owned=True)
 
@@ -323,9 +351,9 @@ class AEL:
     a: float
 
     def __call__(self, b: Batch, w: float) -> None:
-        value = torch.mul(b.p_y, -1 / self.a).exp_()
+        value = torch.mul(b.p_y, b.c(-1 / self.a)).exp_()
         if b.need_grad:
-            b.add_label(value * b.p_y, -w / self.a, owned=True)
+            b.add_label_product(value, b.p_y, -w / self.a * b.grad_scale)
         b.add_value(value, w, owned=True)
 
 
@@ -345,8 +373,9 @@ class AMSE:
         b.add_value(squares.sum(1, keepdim=True), w, owned=True)
         b.add_value(b.p_y, -2 * self.a * w)
         if b.need_grad:
-            b.add_label(b.p_y, -2 * self.a * w)
-            b.add_dense(squares, 2 * w, owned=True)
+            g = w * b.grad_scale
+            b.add_label(b.p_y, -2 * self.a * g)
+            b.add_dense(squares, 2 * g, owned=True)
 
 
 @dataclass(frozen=True)
@@ -361,4 +390,4 @@ class IMAE:
         b.value_const += 2 * w
         b.add_value(b.p_y, -2 * w)
         if b.need_grad:
-            b.add_label(torch.mul(b.p_y, self.T).exp_(), -w / 2, owned=True)
+            b.add_label(torch.mul(b.p_y, b.c(self.T)).exp_(), -w / 2 * b.grad_scale, owned=True)
