@@ -323,53 +323,36 @@ def pack_manifests(sweep_dir):
 
 
 @pytest.mark.slow
-def test_a_sweep_trains_its_cells_as_packs_one_job_per_pack(tmp_path, digits_test_counts):
+def test_a_sweep_packs_its_unfinished_cells_one_job_per_pack(tmp_path, digits_test_counts):
     alone, packed = tmp_path / "alone", tmp_path / "packed"
     proc = run_cli([*SWEEP, f"hydra.sweep.dir={alone}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_cli([*SWEEP, "trainer.pack=4", f"hydra.sweep.dir={packed}"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    log = proc.stdout + proc.stderr
-    # ceil(6 / 4) = 2 jobs, in sweep order; the cells keep their directories (trainer.pack is not
-    # part of a cell's name, so a sweep may switch packing on or off and still resume).
-    assert "6 of them to train, as 2 jobs" in log
     expected = sweep_summaries(alone)
+    assert len(expected) == 6
+    # Two cells finished before packing is switched on: they keep their directories (trainer.pack
+    # is not part of a cell's name) and are not trained again.
+    proc = run_cli([*SWEEP, "loss=ce", f"hydra.sweep.dir={packed}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = {name: (packed / name / "summary.json").read_text() for name in sweep_summaries(packed)}
+    assert len(done) == 2
+
+    proc = run_cli([*SWEEP, "trainer.pack=3", "hydra/launcher=submitit_local", f"hydra.sweep.dir={packed}"],
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # 4 unfinished cells, ceil(4 / 3) = 2 jobs: a pack of 3 and a cell of its own, each a submitit job.
+    assert "4 of them to train, as 2 jobs" in proc.stdout + proc.stderr
+    assert len([p for p in (packed / ".submitit").iterdir() if p.is_dir() and p.name.isdigit()]) == 2
+    assert [len(cells) for cells in pack_manifests(packed)] == [3]
     found = sweep_summaries(packed)
-    assert sorted(found) == sorted(expected) and len(found) == 6
-    assert sorted(len(cells) for cells in pack_manifests(packed)) == [2, 4]
-    assert sorted(s["pack_size"] for s in found.values()) == [2, 2, 4, 4, 4, 4]
+    assert sorted(found) == sorted(expected)
+    assert {name: (packed / name / "summary.json").read_text() for name in done} == done
+    assert sorted(s.get("pack_size", 1) for s in found.values()) == [1, 1, 1, 3, 3, 3]
     for name in expected:
         assert found[name]["status"] == "completed"
         assert (packed / name / ".hydra" / "config.yaml").is_file()
         assert_same_metrics(alone / name, packed / name, digits_test_counts)
     board = pd.read_csv(packed / "leaderboard.csv")
     assert len(board) == 6 and set(board["n_seeds"]) == {1} and set(board["n_incomplete"]) == {0}
-
-    again = run_cli([*SWEEP, "trainer.pack=4", f"hydra.sweep.dir={packed}"], cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "0 of them to train, as 0 jobs" in again.stdout + again.stderr
-    assert sweep_summaries(packed) == found
-
-
-@pytest.mark.slow
-def test_submitit_packs_only_the_unfinished_cells(tmp_path, digits_test_counts):
-    sweep = tmp_path / "sweep"
-    first = run_cli([*SWEEP, "loss=ce", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    done = {name: (sweep / name / "summary.json").read_text() for name in sweep_summaries(sweep)}
-    assert len(done) == 2
-
-    proc = run_cli([*SWEEP, "trainer.pack=3", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"],
-                   cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    # 4 unfinished cells: one pack of 3 and a cell of its own, each a submitit job.
-    assert "4 of them to train, as 2 jobs" in proc.stdout + proc.stderr
-    assert len([p for p in (sweep / ".submitit").iterdir() if p.is_dir() and p.name.isdigit()]) == 2
-    found = sweep_summaries(sweep)
-    assert len(found) == 6 and {s["status"] for s in found.values()} == {"completed"}
-    assert {name: (sweep / name / "summary.json").read_text() for name in done} == done
-    assert [len(cells) for cells in pack_manifests(sweep)] == [3]
-    assert sorted(s.get("pack_size", 1) for s in found.values()) == [1, 1, 1, 3, 3, 3]
 
 
 def test_sweep_cells_are_grouped_by_what_they_share_up_to_k_in_sweep_order():
