@@ -74,6 +74,13 @@ PACK_MANIFEST = "pack.json"
 PACKS_FOLDER = ".packs"
 
 
+def check_pack_loggers(loggers: Sequence[str]) -> None:
+    """The cells of one pack (their ``logger.name``s) can all log from one process."""
+    if len(loggers) > 1 and "wandb" in loggers:
+        raise ConfigError("logger=wandb keeps one wandb run per process, so it cannot log a pack of cells; "
+                          "use trainer.pack=1 with logger=wandb")
+
+
 def group_packs(keys: Sequence[str], settings: Sequence[int | str]) -> list[list[int]]:
     """The jobs of a sweep: cells (indices, in sweep order) grouped by ``pack_key`` into packs of
     up to ``trainer.pack`` cells. A cell with ``pack=1`` is a job of its own; ``auto`` makes one

@@ -24,7 +24,7 @@ from .logger import check_logger, make_logger
 from .losses import build_loss
 from .models import build_model
 from .noise import check_noise, make_noisy_labels
-from .pack import cell_footprint_bytes, check_packable, resolve_pack_size, shared_bytes
+from .pack import cell_footprint_bytes, check_pack_loggers, check_packable, resolve_pack_size, shared_bytes
 from .plots import plot_run
 from .registry import ConfigError
 from .trainer import Cell, TrainData, bf16_is_fast, check_trainer, resolve_device, seeds_for, train_pack
@@ -110,9 +110,8 @@ def run_pack(cells: Sequence[tuple[DictConfig, Path]]) -> list[dict[str, Any]]:
     root = data_root(first)
     dataset = load_dataset(first.dataset, root, first.data.download)
     size = _pack_size(first, dataset, len(todo))
-    if size > 1 and any(cells[i][0].logger.name == "wandb" for i in todo):
-        raise ConfigError("logger=wandb keeps one wandb run per process, so it cannot log a pack of cells; "
-                          "use trainer.pack=1 with logger=wandb")
+    if size > 1:
+        check_pack_loggers([cells[i][0].logger.name for i in todo])
     for start in range(0, len(todo), size):
         chunk = todo[start:start + size]
         for i, summary in zip(chunk, _train_cells([cells[i] for i in chunk], dataset, root, started)):

@@ -362,3 +362,12 @@ def test_sweep_cells_are_grouped_by_what_they_share_up_to_k_in_sweep_order():
     assert group_packs(keys, [2] * 7) == [[0, 2], [1, 4], [3, 5], [6]]
     assert group_packs(keys, ["auto"] * 7) == [[0, 2, 3, 5], [1, 4], [6]]
     assert group_packs(keys, [1] * 7) == [[i] for i in range(7)]
+
+
+def test_a_sweep_that_would_pack_wandb_cells_fails_before_any_cell_trains(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli([*SWEEP, "loss=ce", "trainer.pack=2", "logger=wandb", "logger.mode=offline",
+                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert "logger=wandb" in proc.stderr and "trainer.pack=1" in proc.stderr
+    assert not list(sweep.glob("*/metrics.csv"))

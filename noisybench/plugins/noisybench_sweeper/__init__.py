@@ -89,8 +89,8 @@ class GridSweeper(BasicSweeper):
         launcher runs it as one job; ``noisybench.__main__`` trains its cells as packs."""
         from hydra_plugins.noisybench_launcher import cell_dir, write_cell_config
         from noisybench.__main__ import PACK_JOB_KEY
-        from noisybench.pack import PACKS_FOLDER, group_packs, pack_job_name, pack_key, write_pack_manifest
-        from noisybench.registry import ConfigError
+        from noisybench.pack import (PACKS_FOLDER, check_pack_loggers, group_packs, pack_job_name, pack_key,
+                                     write_pack_manifest)
 
         settings = [config.trainer.get("pack", 1) for _, config in todo]
         if all(s == 1 for s in settings):
@@ -99,18 +99,15 @@ class GridSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir).absolute()
         jobs = []
         for group in groups:
-            first, first_config = todo[group[0]]
+            first = todo[group[0]][0]
             if len(group) == 1:
                 jobs.append(first)
                 continue
-            if any(todo[i][1].logger.name == "wandb" for i in group):
-                raise ConfigError("logger=wandb keeps one wandb run per process, so it cannot log a pack of "
-                                  "cells; use trainer.pack=1 with logger=wandb")
-            cells = []
-            for i in group:
-                job, config = todo[i]
-                cells.append(cell_dir(config))
-                write_cell_config(config, cells[-1])
+            configs = [todo[i][1] for i in group]
+            check_pack_loggers([config.logger.name for config in configs])
+            cells = [cell_dir(config) for config in configs]
+            for config, cell in zip(configs, cells):
+                write_cell_config(config, cell)
             job_dir = sweep_dir / PACKS_FOLDER / pack_job_name(cells)
             manifest = write_pack_manifest(job_dir, cells)
             jobs.append([*first, f"hydra.sweep.subdir='{PACKS_FOLDER}/{job_dir.name}'",
