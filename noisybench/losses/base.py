@@ -326,8 +326,9 @@ class Batch:
     """Softmax statistics of one batch (computed on first use, shared by the terms of a loss)
     and the value and gradient the terms add up.
 
-    ``p`` is ``softmax(z)`` and ``logp`` is ``log_softmax(z)`` (only computed when a term needs
-    it), as the official code computes each; ``p_y`` and ``logp_y`` are their label entries,
+    ``logp`` is ``log_softmax(z)`` and ``p`` is ``softmax(z)``, or ``exp(logp)`` where the
+    loss computes ``logp`` anyway (each only computed when a term needs it; equal to the
+    official code's up to float rounding); ``p_y`` and ``logp_y`` are their label entries,
     [N, 1]. A term adds its weighted per-sample value (``add_value``, ``value_const``) and, when
     ``need_grad``, its gradient with respect to ``log p``, ``h = label * e_y + row * 1 + dense``
     (``add_label``, ``label_const``, ``add_row``, ``add_dense``), already multiplied by
@@ -340,18 +341,25 @@ class Batch:
     gradient is assembled in a few in-place ops (``gradient``).
     """
 
-    __slots__ = ("logits", "index", "size", "num_classes", "need_grad", "grad_scale", "softmax", "c",
-                 "_p", "_logp", "_p_y", "_logp_y", "_pt", "_focal", "value", "label", "row", "dense",
-                 "value_const", "label_const")
+    __slots__ = ("logits", "index", "size", "num_classes", "need_grad", "grad_scale", "full_p",
+                 "p_from_logp", "c", "_p", "_logp", "_p_y", "_logp_y", "_focal", "value", "label",
+                 "row", "dense", "value_const", "label_const")
 
     def __init__(self, logits: torch.Tensor, labels: torch.Tensor, need_grad: bool, grad_scale: float,
-                 softmax: bool = True):
+                 reads: frozenset[str] = frozenset({"p"})):
         self.logits = logits
         self.index = labels.unsqueeze(1)
         self.size, self.num_classes = logits.shape
-        self.need_grad, self.grad_scale, self.softmax = need_grad, grad_scale, softmax
+        self.need_grad, self.grad_scale = need_grad, grad_scale
+        # What the terms read (``Term.reads``) decides how p is had. Where log p is computed
+        # anyway, p is ``exp(log p)`` (an exp2, half of softmax's time; also the focal code's
+        # ``pt = logpt.data.exp()``), and a loss that reads only p_y besides log p takes it as
+        # ``exp(log p_y)``, [N, 1], with no [N, K] p at all. A loss that reads no log p has p
+        # from softmax, as the official code.
+        self.full_p = "p" in reads or "log_p" not in reads
+        self.p_from_logp = "log_p" in reads
         self.c = Constants(logits)
-        self._p = self._logp = self._p_y = self._logp_y = self._pt = self._focal = None
+        self._p = self._logp = self._p_y = self._logp_y = self._focal = None
         self.value = self.label = self.row = self.dense = None
         self.value_const = self.label_const = 0.0
 
@@ -359,7 +367,8 @@ class Batch:
     @property
     def p(self) -> torch.Tensor:
         if self._p is None:
-            self._p = torch.softmax(self.logits, dim=1)
+            self._p = torch.mul(self.logp, self.c(LOG2_E)).exp2_() if self.p_from_logp \
+                else torch.softmax(self.logits, dim=1)
         return self._p
 
     @property
@@ -371,7 +380,8 @@ class Batch:
     @property
     def p_y(self) -> torch.Tensor:
         if self._p_y is None:
-            self._p_y = self.p.gather(1, self.index)
+            self._p_y = self.p.gather(1, self.index) if self.full_p or self._p is not None \
+                else self.logp_y.exp()
         return self._p_y
 
     @property
@@ -380,34 +390,20 @@ class Batch:
             self._logp_y = self.logp.gather(1, self.index)
         return self._logp_y
 
-    @property
-    def pt(self) -> torch.Tensor:
-        """``p`` for the detached weights of the focal terms: softmax's when the loss computes
-        it anyway (``softmax``), else ``exp(log p)`` as the official focal code takes it
-        (``logpt.data.exp()``; as ``2^(log2(e) log p)``, see ``LOG2_E``)."""
-        if self.softmax:
-            return self.p
-        if self._pt is None:
-            self._pt = torch.mul(self.logp, self.c(LOG2_E)).exp2_()
-        return self._pt
-
-    @property
-    def pt_y(self) -> torch.Tensor:
-        """The label entries of ``pt`` ([N, 1]; ``exp(log p_y)`` as in the code)."""
-        return self.p_y if self.softmax else self.logp_y.exp()
-
     def at_label(self, x: torch.Tensor) -> torch.Tensor:
         """x[n, y_n] as [N, 1] for a [N, K] tensor."""
         return x.gather(1, self.index)
 
     def focal(self, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The focal weights ``(1 - pt)^gamma`` (0^0 = 1) and their products with ``log p``,
-        shared by the focal terms of one loss."""
+        """The focal weights ``(1 - p)^gamma`` (0^0 = 1; ``p = exp(log p)``) and their products
+        with ``log p``, shared by the focal terms of one loss."""
         if self._focal is None:
             self._focal = {}
         weights = self._focal.get(gamma)
         if weights is None:
-            weight = torch.sub(self.c(1.0), self.pt).pow_(gamma)
+            weight = torch.sub(self.c(1.0), self.p)
+            # pow(x, 0.5) is sqrt(x) bit for bit in ATen; sqrt_ skips pow's dispatch.
+            weight = weight.sqrt_() if gamma == 0.5 else weight.pow_(gamma)
             weights = self._focal[gamma] = weight, weight * self.logp
         return weights
 
@@ -527,13 +523,13 @@ class SoftmaxLoss(HandWrittenLoss):
     def __init__(self, terms: Sequence[tuple[float, Term]], l1: float = 0.0):
         super().__init__(l1)
         self.terms = tuple((float(w), t) for w, t in terms if w != 0)
-        # Whether a term reads softmax's output (a term's ``softmax``, True unless it says
-        # otherwise); if none does, softmax is not computed at all.
-        self.softmax = any(getattr(t, "softmax", True) for _, t in self.terms)
+        # What the terms read: "log_p", "p_y" or "p" (a term's ``reads``, "p" unless it says
+        # otherwise); see ``Batch``.
+        self.reads = frozenset(getattr(t, "reads", "p") for _, t in self.terms)
 
     def evaluate(self, logits, labels, reduce, need_grad, row_scale=None):
         """``row_scale``: an [N, 1] factor for each sample's gradient (not for its value)."""
-        batch = Batch(logits, labels, need_grad, 1 / labels.shape[0] if reduce else 1.0, self.softmax)
+        batch = Batch(logits, labels, need_grad, 1 / labels.shape[0] if reduce else 1.0, self.reads)
         for weight, term in self.terms:
             term(batch, weight)
         return batch.total_value(reduce), batch.gradient(row_scale) if need_grad else None

@@ -12,10 +12,11 @@ their ops few: [N, 1] label entries instead of [N, K] one-hot products, in-place
 their own temporaries, products accumulated with ``addcmul_`` (``add_*_product``), constants as
 cached tensors (``b.c``), masks from ``threshold``/``sign`` or a comparison into a float tensor
 (``above``; a boolean [N, K] tensor and a ``where`` cost several multiplications each), and
-``2^(q log2(e) log p)`` where ``p ** q`` would need a ``pow`` (see ``base.LOG2_E``). A term that
-reads no softmax output says so (``softmax = False``): a loss made of such terms never computes
-softmax. The gradient parts are added with the weight ``w * b.grad_scale`` (``b.grad_scale`` is
-1 / N for the batch mean).
+``2^(q log2(e) log p)`` where ``p ** q`` would need a ``pow`` (see ``base.LOG2_E``). A term says
+what it reads (``reads``): "log_p" (``log p`` and its entries only), "p_y" (the label entries
+of ``p`` only) or "p" (the default, all of ``p``); the batch computes no more than that. The
+gradient parts are added with the weight ``w * b.grad_scale`` (``b.grad_scale`` is 1 / N for the
+batch mean).
 
 Notation: ``p = softmax(z)``, ``y`` the given label, ``K`` the number of classes.
 """
@@ -43,7 +44,7 @@ def above(b: Batch, x: torch.Tensor, floor: float) -> torch.Tensor:
 class CE:
     """``-log p_y`` (log-softmax, no clamp), as ``torch.nn.CrossEntropyLoss``."""
 
-    softmax = False
+    reads = "log_p"
 
     def __call__(self, b: Batch, w: float) -> None:
         b.add_value(b.logp_y, -w)
@@ -53,6 +54,7 @@ class CE:
 @dataclass(frozen=True)
 class ClampedCE:
     """``-log max(p_y, eps)`` (LogitClip's CE on ``clamp(softmax, eps, 1)``)."""
+    reads = "p_y"
 
     eps: float
 
@@ -67,10 +69,10 @@ class Focal:
     """``-(1 - pt)^gamma * log p_y`` with the weight detached, ``pt = exp(log p_y)``."""
 
     gamma: float
-    softmax = False
+    reads = "log_p"
 
     def __call__(self, b: Batch, w: float) -> None:
-        weight = torch.sub(b.c(1.0), b.pt_y).pow_(self.gamma)
+        weight = torch.sub(b.c(1.0), b.p_y).pow_(self.gamma)
         b.add_value_product(weight, b.logp_y, -w)
         if b.need_grad:
             b.add_label(weight, -w * b.grad_scale, owned=True)
@@ -79,6 +81,7 @@ class Focal:
 @dataclass(frozen=True)
 class MAE:
     """``1 - p_y`` (APL's "reduced MAE"; the full ``sum_k |p_k - e_y,k|`` is twice this)."""
+    reads = "p_y"
 
     def __call__(self, b: Batch, w: float) -> None:
         b.value_const += w
@@ -100,13 +103,18 @@ class RCE:
         clamped = b.p.clamp_min(self.eps)
         b.add_value(clamped.sum(1, keepdim=True).sub_(b.p_y.clamp_min(self.eps)), c, owned=True)
         if b.need_grad:  # h_k = c max(p_k, eps)' p_k for k != y, 0 for y (max(p, eps) > eps iff p > eps)
-            unclamped = torch.threshold_(clamped, self.eps, 0.0).scatter_(1, b.index, 0.0)
-            b.add_dense(unclamped, c * b.grad_scale, owned=True)
+            unclamped = torch.threshold_(clamped, self.eps, 0.0)
+            if b.label is None and not b.label_const:
+                b.add_dense(unclamped.scatter_(1, b.index, 0.0), c * b.grad_scale, owned=True)
+            else:  # another term has a label part: the y entry is taken out there, not by a scatter
+                b.add_dense(unclamped, c * b.grad_scale, owned=True)
+                b.add_label(kept(b.p_y, self.eps), -c * b.grad_scale, owned=self.eps > 0)
 
 
 @dataclass(frozen=True)
 class GCE:
     """``(1 - max(p_y, eps)^q) / q``."""
+    reads = "p_y"
 
     q: float
     eps: float
@@ -122,6 +130,7 @@ class GCE:
 class TruncatedGCE:
     """Truncated L_q of the GCE paper: ``L_q(k)`` (constant, zero gradient) when ``p_y <= k``,
     else ``L_q(p_y) = (1 - p_y^q) / q``."""
+    reads = "p_y"
 
     q: float
     k: float
@@ -137,6 +146,7 @@ class TruncatedGCE:
 @dataclass(frozen=True)
 class TaylorCE:
     """Order-t Taylor expansion of CE around p_y = 1: ``sum_{i=1..t} (1 - p_y)^i / i``."""
+    reads = "p_y"
 
     order: int
 
@@ -203,7 +213,7 @@ class EpsFocal:
 class NCE:
     """``(-log p_y) / (-sum_k log p_k)`` (log-softmax, no clamp)."""
 
-    softmax = False
+    reads = "log_p"
 
     def __call__(self, b: Batch, w: float) -> None:
         inverse = b.logp.sum(1, keepdim=True).reciprocal_()
@@ -218,10 +228,11 @@ class NCE:
 @dataclass(frozen=True)
 class NFL:
     """``-(1-p_y)^g log p_y / sum_k -(1-p_k)^g log p_k``; the weights are detached in both the
-    numerator and the denominator (``pt``, as the code's ``logpt.data.exp()``), ``log p`` is not."""
+    numerator and the denominator (``p = exp(log p)``, the code's ``logpt.data.exp()``), ``log p``
+    is not."""
 
     gamma: float
-    softmax = False
+    reads = "log_p"
 
     def __call__(self, b: Batch, w: float) -> None:
         weight, weighted = b.focal(self.gamma)  # (1 - pt)^g and (1 - pt)^g log p
@@ -240,7 +251,7 @@ class NGCE:
 
     q: float
     eps: float
-    softmax = False
+    reads = "log_p"
 
     def __call__(self, b: Batch, w: float) -> None:
         # p^q = 2^(q log2(e) log p) (an exp2 instead of a pow on [N, K], see LOG2_E); log p is
@@ -266,7 +277,7 @@ class NNCE:
     ``1 - v_y / sum_k v_k``."""
 
     min_prob: float
-    softmax = False
+    reads = "log_p"
 
     def __call__(self, b: Batch, w: float) -> None:
         floor = math.log(self.min_prob)
@@ -290,7 +301,7 @@ class NNFL:
 
     gamma: float
     min_prob: float
-    softmax = False
+    reads = "log_p"
 
     def __call__(self, b: Batch, w: float) -> None:
         floor = math.log(self.min_prob)
@@ -315,6 +326,7 @@ class NNFL:
 @dataclass(frozen=True)
 class AGCE:
     """ALFs' asymmetric GCE ``((a+1)^q - (a+p_y)^q) / q`` (no clamp)."""
+    reads = "p_y"
 
     a: float
     q: float
@@ -331,6 +343,7 @@ class AGCE:
 @dataclass(frozen=True)
 class AUL:
     """ALFs' asymmetric unhinged loss ``((a-p_y)^q - (a-1)^q) / q`` (no clamp; a > 1)."""
+    reads = "p_y"
 
     a: float
     q: float
@@ -347,6 +360,7 @@ class AUL:
 @dataclass(frozen=True)
 class AEL:
     """ALFs' asymmetric exponential loss ``exp(-p_y / a)`` (no additive constant)."""
+    reads = "p_y"
 
     a: float
 
@@ -383,6 +397,7 @@ class IMAE:
     """IMAE: the value is the MAE ``sum_k |p_k - e_y,k| = 2 (1 - p_y)``; the gradient is MAE's,
     rescaled from MAE's weight ``4 p_y (1 - p_y)`` to IMAE's ``exp(T p_y) (1 - p_y)``, i.e.
     ``dL/dz = exp(T p_y) / 2 * (p - e_y)``."""
+    reads = "p_y"
 
     T: float
 
