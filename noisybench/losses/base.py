@@ -429,6 +429,17 @@ class Batch:
     def add_dense(self, x: torch.Tensor, weight: float, owned: bool = False) -> None:
         self.dense = _add(self.dense, x, weight, owned)
 
+    def add_dense_off_label(self, x: torch.Tensor, weight: float, owned: bool = False) -> None:
+        """Adds ``weight * x`` at every entry but the label's. Where another term has a label
+        part, x's label entries are taken out there ([N, 1]), else zeroed in x (a scatter into
+        [N, K], which costs more)."""
+        if self.label is None and not self.label_const:
+            self.add_dense(x.scatter_(1, self.index, 0.0) if owned else x.scatter(1, self.index, 0.0),
+                           weight, owned=True)
+        else:
+            self.add_label(self.at_label(x), -weight, owned=True)
+            self.add_dense(x, weight, owned)
+
     def add_dense_product(self, x: torch.Tensor, y: torch.Tensor, weight: float, owned: bool = False) -> None:
         """Adds ``weight * x * y`` for x [N, K] and y [N, 1], a temporary of the caller's: the
         first one takes the weight into y rather than into [N, K]."""
@@ -476,7 +487,7 @@ class Batch:
         else:
             label_h = None
         if self._p is None:
-            # No term needed softmax: ``h`` in one [N, K] tensor, then the backward of log_softmax
+            # No term read p: ``h`` in one [N, K] tensor, then the backward of log_softmax
             # (``h - exp(log p) * sum_k h_k``, one fused op, as autograd differentiates log_softmax).
             if dense is not None:
                 h = dense.scaled(c)

@@ -54,9 +54,9 @@ class CE:
 @dataclass(frozen=True)
 class ClampedCE:
     """``-log max(p_y, eps)`` (LogitClip's CE on ``clamp(softmax, eps, 1)``)."""
-    reads = "p_y"
 
     eps: float
+    reads = "p_y"
 
     def __call__(self, b: Batch, w: float) -> None:
         b.add_value(b.p_y.clamp_min(self.eps).log_(), -w, owned=True)
@@ -81,6 +81,7 @@ class Focal:
 @dataclass(frozen=True)
 class MAE:
     """``1 - p_y`` (APL's "reduced MAE"; the full ``sum_k |p_k - e_y,k|`` is twice this)."""
+
     reads = "p_y"
 
     def __call__(self, b: Batch, w: float) -> None:
@@ -103,21 +104,16 @@ class RCE:
         clamped = b.p.clamp_min(self.eps)
         b.add_value(clamped.sum(1, keepdim=True).sub_(b.p_y.clamp_min(self.eps)), c, owned=True)
         if b.need_grad:  # h_k = c max(p_k, eps)' p_k for k != y, 0 for y (max(p, eps) > eps iff p > eps)
-            unclamped = torch.threshold_(clamped, self.eps, 0.0)
-            if b.label is None and not b.label_const:
-                b.add_dense(unclamped.scatter_(1, b.index, 0.0), c * b.grad_scale, owned=True)
-            else:  # another term has a label part: the y entry is taken out there, not by a scatter
-                b.add_dense(unclamped, c * b.grad_scale, owned=True)
-                b.add_label(kept(b.p_y, self.eps), -c * b.grad_scale, owned=self.eps > 0)
+            b.add_dense_off_label(torch.threshold_(clamped, self.eps, 0.0), c * b.grad_scale, owned=True)
 
 
 @dataclass(frozen=True)
 class GCE:
     """``(1 - max(p_y, eps)^q) / q``."""
-    reads = "p_y"
 
     q: float
     eps: float
+    reads = "p_y"
 
     def __call__(self, b: Batch, w: float) -> None:
         b.value_const += w / self.q
@@ -130,10 +126,10 @@ class GCE:
 class TruncatedGCE:
     """Truncated L_q of the GCE paper: ``L_q(k)`` (constant, zero gradient) when ``p_y <= k``,
     else ``L_q(p_y) = (1 - p_y^q) / q``."""
-    reads = "p_y"
 
     q: float
     k: float
+    reads = "p_y"
 
     def __call__(self, b: Batch, w: float) -> None:
         powered = kept(b.p_y, self.k).pow(self.q)  # p_y^q where p_y > k, else 0
@@ -146,9 +142,9 @@ class TruncatedGCE:
 @dataclass(frozen=True)
 class TaylorCE:
     """Order-t Taylor expansion of CE around p_y = 1: ``sum_{i=1..t} (1 - p_y)^i / i``."""
-    reads = "p_y"
 
     order: int
+    reads = "p_y"
 
     def __call__(self, b: Batch, w: float) -> None:
         rest = torch.sub(b.c(1.0), b.p_y)
@@ -235,7 +231,7 @@ class NFL:
     reads = "log_p"
 
     def __call__(self, b: Batch, w: float) -> None:
-        weight, weighted = b.focal(self.gamma)  # (1 - pt)^g and (1 - pt)^g log p
+        weight, weighted = b.focal(self.gamma)  # (1 - p)^g and (1 - p)^g log p
         inverse = weighted.sum(1, keepdim=True).reciprocal_()  # -1 / normalizer
         ratio = b.at_label(weighted).mul_(inverse)
         if b.need_grad:  # h = w * inverse * weight * (e_y - ratio)
@@ -326,10 +322,10 @@ class NNFL:
 @dataclass(frozen=True)
 class AGCE:
     """ALFs' asymmetric GCE ``((a+1)^q - (a+p_y)^q) / q`` (no clamp)."""
-    reads = "p_y"
 
     a: float
     q: float
+    reads = "p_y"
 
     def __call__(self, b: Batch, w: float) -> None:
         shifted = torch.add(b.p_y, b.c(self.a))
@@ -343,10 +339,10 @@ class AGCE:
 @dataclass(frozen=True)
 class AUL:
     """ALFs' asymmetric unhinged loss ``((a-p_y)^q - (a-1)^q) / q`` (no clamp; a > 1)."""
-    reads = "p_y"
 
     a: float
     q: float
+    reads = "p_y"
 
     def __call__(self, b: Batch, w: float) -> None:
         shifted = torch.sub(b.c(self.a), b.p_y)
@@ -360,9 +356,9 @@ class AUL:
 @dataclass(frozen=True)
 class AEL:
     """ALFs' asymmetric exponential loss ``exp(-p_y / a)`` (no additive constant)."""
-    reads = "p_y"
 
     a: float
+    reads = "p_y"
 
     def __call__(self, b: Batch, w: float) -> None:
         value = torch.mul(b.p_y, b.c(-1 / self.a)).exp_()
@@ -397,9 +393,9 @@ class IMAE:
     """IMAE: the value is the MAE ``sum_k |p_k - e_y,k| = 2 (1 - p_y)``; the gradient is MAE's,
     rescaled from MAE's weight ``4 p_y (1 - p_y)`` to IMAE's ``exp(T p_y) (1 - p_y)``, i.e.
     ``dL/dz = exp(T p_y) / 2 * (p - e_y)``."""
-    reads = "p_y"
 
     T: float
+    reads = "p_y"
 
     def __call__(self, b: Batch, w: float) -> None:
         b.value_const += 2 * w
