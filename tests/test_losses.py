@@ -651,6 +651,24 @@ def test_dmi_without_a_class_in_the_batch_has_det_0_and_no_gradient():
     assert (z.grad == 0).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dmi_lapack_and_torch_factorisations_agree(dtype):
+    from noisybench.losses.dmi import _LUFactors
+
+    generator = torch.Generator().manual_seed(3)
+    matrix = (torch.rand(10, 10, generator=generator, dtype=torch.float64) + 3 * torch.eye(10)).to(dtype)
+    exact_det = torch.det(matrix.double()).abs()
+    exact_inverse_t = torch.linalg.inv(matrix.double()).T
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    for lapack in (True, False):
+        factors = _LUFactors(matrix, lapack=lapack)
+        torch.testing.assert_close(factors.abs_det().double(), exact_det, **tol)
+        torch.testing.assert_close(factors.inverse_t().double(), exact_inverse_t, **tol)
+    # A zero row (a class without a sample): det 0 exactly on both paths.
+    matrix[4] = 0
+    assert _LUFactors(matrix, lapack=True).abs_det() == 0 == _LUFactors(matrix, lapack=False).abs_det()
+
+
 # ----------------------------------------------------------------------------------------------
 # The registry table and the YAMLs
 # ----------------------------------------------------------------------------------------------
