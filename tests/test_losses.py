@@ -694,6 +694,19 @@ def test_registry_table_runs_as_a_module():
     assert all(f"\n{name}" in "\n" + out for name in preset_names())
 
 
+
+def test_loss_benchmark_prints_ratios_and_flags_losses_above_the_limit():
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_losses.py"
+    run = subprocess.run([sys.executable, str(script), "--rounds", "2", "--repeats", "2", "--only", "ce", "dmi",
+                          "--limit", "0.5"], capture_output=True, text=True)
+    rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines()[2:4]}
+    assert sorted(rows) == ["ce", "dmi"] and all(row[4:] == [">", "0.5x"] for row in rows.values())
+    assert float(rows["dmi"][2]) > 1 and "for scale: a cnn4 training step" in run.stdout
+    assert run.returncode == 1 and "above 0.5x cross entropy: ce, dmi" in run.stdout
+
 CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
 # Constants that silently change results: set explicitly in the YAMLs, not left to a default.
 EXPLICIT_CONSTANTS = {"label_clamp", "mae_scale", "class_reduction", "det_offset"}
