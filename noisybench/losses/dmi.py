@@ -41,7 +41,7 @@ class DMILoss(HandWrittenLoss):
         k = logits.shape[1]
         p = torch.softmax(logits, dim=1)
         joint = p.new_zeros(k, k).index_add_(0, labels, p)  # Y^T P
-        factors = _LUFactors(joint)
+        factors = _LUFactors(joint, overwrite=True)
         size = factors.abs_det()
         shifted = torch.add(size, Constants(p)(self.det_offset))
         value = shifted.log().neg_()
@@ -57,21 +57,22 @@ class DMILoss(HandWrittenLoss):
 class _LUFactors:
     """The LU factors of a square matrix M, for ``|det M|`` and ``M^{-T}``.
 
-    On the CPU through SciPy's LAPACK: ``getrf`` factors M^T without a copy (M's row-major
-    memory is M^T's column-major) and ``getri`` inverts from the factors, which gives M^{-T}
-    directly. torch has no ``getri``: ``lu_solve`` against the identity does half again the
-    flops and, with ``lu_factor``, takes about 3x the time at 100 x 100. Elsewhere (a GPU)
+    On the CPU through SciPy's LAPACK: ``getrf`` factors M^T (M's row-major memory is M^T's
+    column-major, so no transpose is copied) and ``getri`` inverts from the factors, which gives
+    M^{-T} directly. torch has no ``getri``: ``lu_solve`` against the identity does half again
+    the flops and, with ``lu_factor``, takes about twice the time at 100 x 100. Elsewhere (a GPU)
     torch's own ``lu_factor`` and ``lu_solve``. A singular M factors as well (det 0).
     """
 
-    def __init__(self, matrix: torch.Tensor, lapack: bool | None = None):
+    def __init__(self, matrix: torch.Tensor, lapack: bool | None = None, overwrite: bool = False):
+        """``overwrite``: the matrix is a temporary that LAPACK may factor in place."""
         self.lapack = matrix.device.type == "cpu" if lapack is None else lapack
         if self.lapack:
             from scipy.linalg import lapack
 
             prefix = "s" if matrix.dtype == torch.float32 else "d"
             self._getri = getattr(lapack, prefix + "getri")
-            lu, self.pivots, _ = getattr(lapack, prefix + "getrf")(matrix.numpy().T)
+            lu, self.pivots, _ = getattr(lapack, prefix + "getrf")(matrix.numpy().T, overwrite_a=overwrite)
             self.lu = torch.from_numpy(lu)  # M^T's factors: det M^T = det M
         else:
             self.lu, self.pivots, _ = torch.linalg.lu_factor_ex(matrix)
