@@ -694,7 +694,6 @@ def test_registry_table_runs_as_a_module():
     assert all(f"\n{name}" in "\n" + out for name in preset_names())
 
 
-
 def test_loss_benchmark_prints_ratios_and_flags_losses_above_the_limit():
     import subprocess
     import sys
@@ -706,6 +705,7 @@ def test_loss_benchmark_prints_ratios_and_flags_losses_above_the_limit():
     assert sorted(rows) == ["ce", "dmi"] and all(row[4:] == [">", "0.5x"] for row in rows.values())
     assert float(rows["dmi"][2]) > 1 and "for scale: a cnn4 training step" in run.stdout
     assert run.returncode == 1 and "above 0.5x cross entropy: ce, dmi" in run.stdout
+
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
 # Constants that silently change results: set explicitly in the YAMLs, not left to a default.

@@ -7,8 +7,6 @@ stage: CE for the first ``warmup_epochs`` epochs (the schedule's lr), then DMI a
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
