@@ -322,6 +322,8 @@ class CellRun:
         self.order_gen = torch.Generator().manual_seed(seeds["order"])
         self.aug_gen = torch.Generator(device=device).manual_seed(seeds["augment"])
         self.needs_model = bool(getattr(cell.loss_fn, "needs_model", False))
+        if t.compile and hasattr(cell.loss_fn, "compile_evaluate"):
+            cell.loss_fn.compile_evaluate()
         self.noisy_y = cell.noisy_y.to(device)
         self.metrics = MetricsCSV(Path(cell.run_dir) / METRICS_FILE, metric_columns(num_classes))
         self.ckpt_path = Path(cell.run_dir) / CHECKPOINT_FILE

@@ -10,7 +10,11 @@ rounds of loss / CE (robust to load that changes during the run), the times the 
 are timed without it (its cost is the model's, not the loss's); staged losses (L_DMI) are timed
 in their last stage. A loss above ``--limit`` times CE is flagged and the exit status is 1.
 
-    python scripts/bench_losses.py [--threads 1] [--rounds 60] [--repeats 10] [--only nce sce]
+``--compile`` times the losses as ``trainer.compile=true`` runs them: ``evaluate`` through
+``torch.compile`` (compiled before the timing; a loss that cannot be compiled, L_DMI, is timed
+eager and marked so), against the same plain ``F.cross_entropy``.
+
+    python scripts/bench_losses.py [--threads 1] [--rounds 60] [--repeats 10] [--only nce sce] [--compile]
 """
 from __future__ import annotations
 
@@ -36,11 +40,13 @@ def time_block(fn, logits, labels, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def build_for_bench(name: str):
+def build_for_bench(name: str, compile: bool = False):
     loss = build_loss({"name": name}, CLASSES)
     if loss.needs_model:  # the L1 term's cost is the model's
         loss = build_loss({"name": name, "delta": 0.0}, CLASSES)
     loss.stage_lr(1_000_000)
+    if compile and hasattr(loss, "compile_evaluate"):
+        loss.compile_evaluate()
     return loss
 
 
@@ -69,6 +75,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=10, help="calls per timed block")
     parser.add_argument("--limit", type=float, default=3.0)
     parser.add_argument("--only", nargs="*", help="loss names (default: all)")
+    parser.add_argument("--compile", action="store_true",
+                        help="time the losses' evaluate through torch.compile (trainer.compile=true)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -77,11 +85,12 @@ def main() -> int:
     labels = torch.arange(BATCH) % CLASSES
     names = args.only or LOSSES.names()
     print(f"forward+backward, batch {BATCH} x {CLASSES}, {args.threads} thread(s), "
-          f"{args.rounds} rounds x {args.repeats} calls, median ratio to F.cross_entropy")
+          f"{args.rounds} rounds x {args.repeats} calls, median ratio to F.cross_entropy"
+          + (", losses compiled (trainer.compile=true)" if args.compile else ""))
     print(f"{'loss':<12} {'time (us)':>10} {'CE (us)':>9} {'ratio':>6} {'fastest':>8}")
     slow, times = [], {}
     for name in names:
-        loss = build_for_bench(name)
+        loss = build_for_bench(name, args.compile)
         for fn in (F.cross_entropy, loss):  # warm-up
             time_block(fn, logits, labels, args.repeats)
         ce_times, loss_times = [], []
@@ -95,6 +104,8 @@ def main() -> int:
         flag = f"  > {args.limit:g}x" if ratio > args.limit else ""
         if flag:
             slow.append(name)
+        if args.compile and hasattr(loss, "compile_evaluate") and loss.compiled_evaluate is None:
+            flag += "  (eager: not compilable)"
         print(f"{name:<12} {loss_us:>10.1f} {ce_us:>9.1f} {ratio:>6.2f} {fastest:>8.2f}{flag}")
     slowest = max(times, key=times.get)
     step = model_step_time(args.repeats)

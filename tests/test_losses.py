@@ -670,6 +670,83 @@ def test_dmi_lapack_and_torch_factorisations_agree(dtype):
 
 
 # ----------------------------------------------------------------------------------------------
+# trainer.compile=true: evaluate through torch.compile
+# ----------------------------------------------------------------------------------------------
+
+COMPILABLE = [name for name in LOSSES.names() if getattr(build_loss({"name": name}, K), "compilable", False)]
+
+
+def test_every_hand_written_loss_but_dmi_is_compilable():
+    hand_written = [name for name in LOSSES.names() if hasattr(build_loss({"name": name}, K), "evaluate")]
+    assert sorted(set(hand_written) - set(COMPILABLE)) == ["dmi"] and len(COMPILABLE) >= 35
+
+
+def test_every_compilable_loss_traces_as_one_graph_with_the_same_values_and_gradients():
+    """dynamo's tracing alone (a backend that counts the graphs and runs them as traced;
+    ``fullgraph``: a graph break fails): what inductor fuses is the whole of ``evaluate``, batch
+    means and per-sample values alike, and a graph stays valid while other losses run."""
+    import torch._dynamo
+
+    graphs = []
+
+    def counting(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    z, y = batch()
+    traced = {}
+    with torch._dynamo.config.patch(recompile_limit=4 * len(COMPILABLE)):
+        for name in COMPILABLE:
+            loss = build_loss({"name": name}, K)
+            traced[name] = torch.compile(loss.evaluate, backend=counting, fullgraph=True, dynamic=False)
+            for reduce in (True, False):
+                value, grad = traced[name](z, y, reduce, True)
+                expected_value, expected_grad = loss.evaluate(z, y, reduce, True)
+                torch.testing.assert_close(value, expected_value, rtol=1e-12, atol=0, msg=name)
+                torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-15, msg=name)
+        assert len(graphs) == 2 * len(COMPILABLE)
+        # Eager losses since (and their cached constants) leave the graphs valid: no retracing.
+        for name in COMPILABLE:
+            traced[name](z, y, True, True)
+        assert len(graphs) == 2 * len(COMPILABLE)
+
+
+def _has_cxx_compiler() -> bool:
+    import os
+    import shutil
+
+    return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "c++", "g++", "clang++") if c)
+
+
+@pytest.mark.skipif(not _has_cxx_compiler(), reason="inductor needs a C++ compiler on the CPU")
+@pytest.mark.parametrize("name", ["nnfl", "ldr_kl"])
+def test_compiled_loss_matches_eager_in_float32(name):
+    g = torch.Generator().manual_seed(1)
+    z, y = 3 * torch.randn(32, 10, generator=g), torch.arange(32) % 10
+    eager, compiled = build_loss({"name": name}, 10), build_loss({"name": name}, 10)
+    compiled.compile_evaluate()
+    assert compiled.compiled_evaluate is not None
+    for reduce in (True, False):
+        grads = []
+        for loss in (eager, compiled):
+            logits = z.clone().requires_grad_()
+            value = loss(logits, y) if reduce else loss.values(logits, y)
+            value.sum().backward()
+            grads.append((value.detach(), logits.grad))
+        (v0, g0), (v1, g1) = grads
+        torch.testing.assert_close(v1, v0, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-7)
+
+
+def test_dmi_stays_eager_when_compiled():
+    loss = build_loss({"name": "dmi", "warmup_epochs": 0}, K)
+    loss.compile_evaluate()
+    assert loss.compiled_evaluate is None
+    z, y = batch()
+    assert loss(z, y).item() == pytest.approx(ref_dmi(z, y, 1e-3).item(), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
 # The registry table and the YAMLs
 # ----------------------------------------------------------------------------------------------
 
@@ -706,6 +783,21 @@ def test_loss_benchmark_prints_ratios_and_flags_losses_above_the_limit():
     assert float(rows["dmi"][2]) > 1 and "for scale: a cnn4 training step" in run.stdout
     assert run.returncode == 1 and "above 0.5x cross entropy: ce, dmi" in run.stdout
 
+
+
+@pytest.mark.skipif(not _has_cxx_compiler(), reason="inductor needs a C++ compiler on the CPU")
+def test_loss_benchmark_times_compiled_losses_and_marks_the_eager_ones():
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_losses.py"
+    run = subprocess.run([sys.executable, str(script), "--rounds", "2", "--repeats", "2", "--only", "nce", "dmi",
+                          "--compile", "--limit", "1000"], capture_output=True, text=True)
+    lines = run.stdout.splitlines()
+    assert "losses compiled (trainer.compile=true)" in lines[0]
+    rows = {line.split()[0]: line for line in lines[2:4]}
+    assert rows["dmi"].endswith("(eager: not compilable)") and "eager" not in rows["nce"]
+    assert run.returncode == 0 and "all 2 losses within 1000x cross entropy" in run.stdout
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
 # Constants that silently change results: set explicitly in the YAMLs, not left to a default.

@@ -105,3 +105,21 @@ def test_same_seed_same_metrics_different_seed_different(tmp_path):
     assert strip(_metrics(tmp_path / "a")) == strip(_metrics(tmp_path / "b"))
     assert strip(_metrics(tmp_path / "a")) != strip(_metrics(tmp_path / "c"))
     assert a["noise_seed"] == 1 and c["noise_seed"] == 2 and b["test_acc_last"] == a["test_acc_last"]
+
+
+def test_compile_option_compiles_the_model_and_the_hand_written_loss(tmp_path, monkeypatch):
+    # torch.compile itself is tested on the losses in test_losses.py (inductor takes ~30 s for a
+    # model here); this checks what trainer.compile=true hands to it, and that nothing else changes.
+    compiled = []
+
+    def record(fn, **kwargs):
+        compiled.append(getattr(fn, "__name__", type(fn).__name__))
+        return fn
+
+    args = ["trainer.epochs=1", "loss=nnfl", "noise.rate=0.2"]
+    run(compose_config(args), tmp_path / "eager")
+    monkeypatch.setattr(torch, "compile", record)
+    run(compose_config([*args, "trainer.compile=true"]), tmp_path / "compiled")
+    assert sorted(compiled) == ["Sequential", "evaluate"]  # the pack's model, the loss's evaluate
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
+    assert strip(_metrics(tmp_path / "compiled")) == strip(_metrics(tmp_path / "eager"))

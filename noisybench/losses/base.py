@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -193,7 +194,8 @@ class _HandWritten(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, loss, reduce):
-        value, grad = loss.evaluate(logits, labels, reduce, ctx.needs_input_grad[0])
+        evaluate = loss.compiled_evaluate or loss.evaluate
+        value, grad = evaluate(logits, labels, reduce, ctx.needs_input_grad[0])
         # An attribute, not save_for_backward: ``grad`` is no input or output that could be
         # modified in place, and skipping the saved-tensor checks is measurably faster here.
         ctx.grad = grad
@@ -213,7 +215,26 @@ class HandWrittenLoss(Loss):
     (``reduce``) or the per-sample values [N], and the gradient of the batch mean (``reduce``),
     of the per-sample values' sum (not ``reduce``), or of the value itself when ``per_sample``
     is False.
+
+    ``compile_evaluate()`` (``trainer.compile=true``) has ``torch.compile`` fuse ``evaluate``'s
+    elementwise ops into a few loops; ``compilable`` is False where ``evaluate`` leaves torch.
     """
+
+    compilable = True
+    compiled_evaluate: Callable | None = None
+
+    def compile_evaluate(self) -> None:
+        """Run ``evaluate`` through ``torch.compile`` from now on (the same terms, traced whole;
+        equal to the eager values up to float rounding). dynamo keeps its graphs per code object
+        and tries them one by one on each call, so each loss gets a code object of its own:
+        otherwise every loss of a pack would walk the guards of the others' graphs."""
+        if not self.compilable or self.compiled_evaluate is not None:
+            return
+        method = type(self).evaluate
+        own = types.FunctionType(method.__code__.replace(), method.__globals__, method.__name__,
+                                 method.__defaults__, method.__closure__)
+        # Static shapes: a batch size is one graph, and an epoch's short last batch one more.
+        self.compiled_evaluate = torch.compile(types.MethodType(own, self), dynamic=False)
 
     def evaluate(self, logits: torch.Tensor, labels: torch.Tensor, reduce: bool,
                  need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -247,12 +268,19 @@ class Constants:
     __slots__ = ("_table", "_like")
 
     def __init__(self, like: torch.Tensor):
+        self._like = like
+        if torch.compiler.is_compiling():
+            # Traced by torch.compile: the constants become part of the graph. A shared table
+            # would only add guards on its contents (and a recompile whenever it grows).
+            self._table = None
+            return
         key = (like.dtype, like.device)
         table = _CONSTANTS.get(key)
         self._table = table if table is not None else _CONSTANTS.setdefault(key, {})
-        self._like = like
 
     def __call__(self, x: float) -> torch.Tensor:
+        if self._table is None:
+            return torch.tensor(x, dtype=self._like.dtype, device=self._like.device)
         t = self._table.get(x)
         if t is None:
             with torch.inference_mode(False):  # usable outside an inference_mode block as well
@@ -262,11 +290,18 @@ class Constants:
     def product(self, x: float, y: float) -> float:
         """``x * y`` rounded as the dtype computes it from ``x`` and ``y`` in that dtype (the
         value of ``clamp(a, max=x) * clamp(b, min=y)`` where both clamps bite)."""
+        if self._table is None:
+            return _rounded_product(x, y, self._like.dtype)
         key = ("product", x, y)
         value = self._table.get(key)
         if value is None:
-            value = self._table[key] = (self(x) * self(y)).item()
+            value = self._table[key] = _rounded_product(x, y, self._like.dtype)
         return value
+
+
+@torch.compiler.assume_constant_result  # traced, it is run once and its number kept in the graph
+def _rounded_product(x: float, y: float, dtype: torch.dtype) -> float:
+    return (torch.tensor(x, dtype=dtype) * torch.tensor(y, dtype=dtype)).item()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from .base import POSITIVE, Constants, HandWrittenLoss, Integer, register_loss
 
 class DMILoss(HandWrittenLoss):
     per_sample = False
+    compilable = False  # its LU runs in SciPy's LAPACK on the CPU
 
     def __init__(self, warmup_epochs: int, lr: float, det_offset: float):
         super().__init__()
