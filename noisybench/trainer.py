@@ -16,7 +16,9 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -132,7 +134,20 @@ def check_trainer(t: DictConfig) -> None:
     if pack != "auto" and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
         raise ConfigError(f"trainer.pack={pack!r} is not allowed; use a positive integer (cells trained "
                           "at once as one stacked model) or auto (as many as fit in the device's memory)")
-    resolve_device(t.device)
+    device = resolve_device(t.device)
+    if t.compile and device.type == "cpu" and cxx_compiler() is None:
+        raise ConfigError("trainer.compile=true needs a C++ compiler on the CPU (torch.compile's inductor "
+                          "looks for $CXX, then g++) and none was found; install one or use trainer.compile=false")
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler that torch.compile's CPU backend (inductor) builds its kernels with: $CXX,
+    else g++ (the order of its ``config.cpp.cxx``); None where there is none."""
+    for name in (os.environ.get("CXX"), "g++"):
+        path = shutil.which(name) if name else None
+        if path:
+            return path
+    return None
 
 
 def resolve_device(name: str) -> torch.device:

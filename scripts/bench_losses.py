@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from noisybench.losses import LOSSES, build_loss
 from noisybench.models.cnn import cnn4
+from noisybench.trainer import cxx_compiler
 
 BATCH, CLASSES = 128, 100
 
@@ -78,6 +79,8 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true",
                         help="time the losses' evaluate through torch.compile (trainer.compile=true)")
     args = parser.parse_args()
+    if args.compile and cxx_compiler() is None:
+        parser.error("--compile needs a C++ compiler (torch.compile's inductor looks for $CXX, then g++)")
     torch.set_num_threads(args.threads)
 
     generator = torch.Generator().manual_seed(0)

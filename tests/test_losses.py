@@ -20,6 +20,7 @@ import yaml
 
 from noisybench.losses import LOSSES, build_loss, loss_options
 from noisybench.registry import ConfigError
+from noisybench.trainer import cxx_compiler
 
 K = 6
 TOL = dict(rtol=1e-6, atol=1e-9)
@@ -711,14 +712,7 @@ def test_every_compilable_loss_traces_as_one_graph_with_the_same_values_and_grad
         assert len(graphs) == 2 * len(COMPILABLE)
 
 
-def _has_cxx_compiler() -> bool:
-    import os
-    import shutil
-
-    return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "c++", "g++", "clang++") if c)
-
-
-@pytest.mark.skipif(not _has_cxx_compiler(), reason="inductor needs a C++ compiler on the CPU")
+@pytest.mark.skipif(cxx_compiler() is None, reason="inductor needs a C++ compiler on the CPU")
 @pytest.mark.parametrize("name", ["nnfl", "ldr_kl"])
 def test_compiled_loss_matches_eager_in_float32(name):
     g = torch.Generator().manual_seed(1)
@@ -785,7 +779,7 @@ def test_loss_benchmark_prints_ratios_and_flags_losses_above_the_limit():
 
 
 
-@pytest.mark.skipif(not _has_cxx_compiler(), reason="inductor needs a C++ compiler on the CPU")
+@pytest.mark.skipif(cxx_compiler() is None, reason="inductor needs a C++ compiler on the CPU")
 def test_loss_benchmark_times_compiled_losses_and_marks_the_eager_ones():
     import subprocess
     import sys

@@ -119,7 +119,23 @@ def test_compile_option_compiles_the_model_and_the_hand_written_loss(tmp_path, m
     args = ["trainer.epochs=1", "loss=nnfl", "noise.rate=0.2"]
     run(compose_config(args), tmp_path / "eager")
     monkeypatch.setattr(torch, "compile", record)
+    monkeypatch.setattr("noisybench.trainer.cxx_compiler", lambda: "g++")  # nothing is built here
     run(compose_config([*args, "trainer.compile=true"]), tmp_path / "compiled")
     assert sorted(compiled) == ["Sequential", "evaluate"]  # the pack's model, the loss's evaluate
     strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
     assert strip(_metrics(tmp_path / "compiled")) == strip(_metrics(tmp_path / "eager"))
+
+
+def test_compile_without_a_cxx_compiler_fails_at_config_time(monkeypatch):
+    from noisybench.registry import ConfigError
+    from noisybench.trainer import check_trainer, cxx_compiler
+
+    cfg = compose_config(["trainer.compile=true", "trainer.device=cpu"])
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/g++" if name == "g++" else None)
+    assert cxx_compiler() == "/usr/bin/g++"
+    check_trainer(cfg.trainer)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(ConfigError, match="trainer.compile=true needs a C\\+\\+ compiler"):
+        check_trainer(cfg.trainer)
+    check_trainer(compose_config(["trainer.compile=false", "trainer.device=cpu"]).trainer)
