@@ -50,6 +50,10 @@ def _metrics(run_dir):
         return list(csv.DictReader(f))
 
 
+def _untimed(rows):
+    return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+
+
 def test_l1_term_raises_the_training_loss_by_l1_times_sum_abs_theta(tmp_path):
     # A vanishing lr keeps the parameters at their initial values for the whole epoch.
     base = ["trainer.epochs=1", "trainer.lr=1e-12", "trainer.checkpoint_every=0"]
@@ -101,9 +105,8 @@ def test_same_seed_same_metrics_different_seed_different(tmp_path):
     a = run(compose_config([*args, "seed=1"]), tmp_path / "a")
     b = run(compose_config([*args, "seed=1"]), tmp_path / "b")
     c = run(compose_config([*args, "seed=2"]), tmp_path / "c")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
-    assert strip(_metrics(tmp_path / "a")) == strip(_metrics(tmp_path / "b"))
-    assert strip(_metrics(tmp_path / "a")) != strip(_metrics(tmp_path / "c"))
+    assert _untimed(_metrics(tmp_path / "a")) == _untimed(_metrics(tmp_path / "b"))
+    assert _untimed(_metrics(tmp_path / "a")) != _untimed(_metrics(tmp_path / "c"))
     assert a["noise_seed"] == 1 and c["noise_seed"] == 2 and b["test_acc_last"] == a["test_acc_last"]
 
 
@@ -122,8 +125,7 @@ def test_compile_option_compiles_the_model_and_the_hand_written_loss(tmp_path, m
     monkeypatch.setattr("noisybench.trainer.cxx_compiler", lambda: "g++")  # nothing is built here
     run(compose_config([*args, "trainer.compile=true"]), tmp_path / "compiled")
     assert sorted(compiled) == ["Sequential", "evaluate"]  # the pack's model, the loss's evaluate
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]  # noqa: E731
-    assert strip(_metrics(tmp_path / "compiled")) == strip(_metrics(tmp_path / "eager"))
+    assert _untimed(_metrics(tmp_path / "compiled")) == _untimed(_metrics(tmp_path / "eager"))
 
 
 def test_compile_without_a_cxx_compiler_fails_at_config_time(monkeypatch):
