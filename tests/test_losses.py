@@ -765,33 +765,33 @@ def test_registry_table_runs_as_a_module():
     assert all(f"\n{name}" in "\n" + out for name in preset_names())
 
 
-def test_loss_benchmark_prints_ratios_and_flags_losses_above_the_limit():
+def _run_loss_benchmark(*args: str):
+    """scripts/bench_losses.py at 2 rounds of 2 calls, as a user runs it."""
     import subprocess
     import sys
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_losses.py"
-    run = subprocess.run([sys.executable, str(script), "--rounds", "2", "--repeats", "2", "--only", "ce", "dmi",
-                          "--limit", "0.5"], capture_output=True, text=True)
+    return subprocess.run([sys.executable, str(script), "--rounds", "2", "--repeats", "2", *args],
+                          capture_output=True, text=True)
+
+
+def test_loss_benchmark_prints_ratios_and_flags_losses_above_the_limit():
+    run = _run_loss_benchmark("--only", "ce", "dmi", "--limit", "0.5")
     rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines()[2:4]}
     assert sorted(rows) == ["ce", "dmi"] and all(row[4:] == [">", "0.5x"] for row in rows.values())
     assert float(rows["dmi"][2]) > 1 and "for scale: a cnn4 training step" in run.stdout
     assert run.returncode == 1 and "above 0.5x cross entropy: ce, dmi" in run.stdout
 
 
-
 @pytest.mark.skipif(cxx_compiler() is None, reason="inductor needs a C++ compiler on the CPU")
 def test_loss_benchmark_times_compiled_losses_and_marks_the_eager_ones():
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_losses.py"
-    run = subprocess.run([sys.executable, str(script), "--rounds", "2", "--repeats", "2", "--only", "nce", "dmi",
-                          "--compile", "--limit", "1000"], capture_output=True, text=True)
+    run = _run_loss_benchmark("--only", "nce", "dmi", "--compile", "--limit", "1000")
     lines = run.stdout.splitlines()
     assert "losses compiled (trainer.compile=true)" in lines[0]
     rows = {line.split()[0]: line for line in lines[2:4]}
     assert rows["dmi"].endswith("(eager: not compilable)") and "eager" not in rows["nce"]
     assert run.returncode == 0 and "all 2 losses within 1000x cross entropy" in run.stdout
+
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
 # Constants that silently change results: set explicitly in the YAMLs, not left to a default.
