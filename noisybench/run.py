@@ -171,6 +171,9 @@ def _train_cells(cells: list[tuple[DictConfig, Path]], dataset, root: Path,
         model = build_model(cfg.model, dataset.input_shape, dataset.num_classes, generator=init)
         loss = build_loss(cfg.loss, dataset.num_classes, dataset=dataset.name, noise=cfg.noise.name,
                           rate=cfg.noise.rate)
+        batch_size_warning = loss.batch_size_warning(cfg.trainer.batch_size)
+        if batch_size_warning:
+            log.warning("%s", batch_size_warning)
         summaries.append({
             "status": "running",
             "dataset": dataset.name,

@@ -652,6 +652,30 @@ def test_dmi_without_a_class_in_the_batch_has_det_0_and_no_gradient():
     assert (z.grad == 0).all()
 
 
+def test_probability_that_a_batch_holds_every_class():
+    from fractions import Fraction
+
+    from noisybench.losses.dmi import probability_of_every_class
+
+    def inclusion_exclusion(n, k):
+        return float(sum((-1) ** j * math.comb(k, j) * Fraction(k - j, k) ** n for j in range(k + 1)))
+
+    assert probability_of_every_class(10, 10) == pytest.approx(math.factorial(10) / 10**10, rel=1e-12)
+    assert probability_of_every_class(9, 10) == 0 and probability_of_every_class(3, 1) == 1
+    for n, k in ((128, 100), (128, 10), (40, 10), (256, 100)):
+        assert probability_of_every_class(n, k) == pytest.approx(inclusion_exclusion(n, k), rel=1e-9)
+    assert probability_of_every_class(128, 100) == pytest.approx(1.5036e-22, rel=1e-4)
+
+
+def test_dmi_warns_when_batches_are_too_small_to_hold_every_class():
+    many = build_loss({"name": "dmi"}, 100).batch_size_warning(128)
+    assert "a batch of 128 holds all 100 classes with probability 1.5e-22" in many
+    assert "no gradient" in many
+    assert build_loss({"name": "dmi"}, 10).batch_size_warning(128) is None  # 1 - 1.4e-5
+    assert "probability 0.07 " in build_loss({"name": "dmi"}, 10).batch_size_warning(16)
+    assert all(build_loss({"name": name}, 100).batch_size_warning(2) is None for name in LOSSES.names() if name != "dmi")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dmi_lapack_and_torch_factorisations_agree(dtype):
     from noisybench.losses.dmi import _LUFactors
@@ -765,18 +789,18 @@ def test_registry_table_runs_as_a_module():
     assert all(f"\n{name}" in "\n" + out for name in preset_names())
 
 
-def _run_loss_benchmark(*args: str):
-    """scripts/bench_losses.py at 2 rounds of 2 calls, as a user runs it."""
+def _run_benchmark(script_name: str, *args: str):
+    """A script of scripts/ at 2 rounds of 2 calls, as a user runs it."""
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_losses.py"
+    script = Path(__file__).resolve().parents[1] / "scripts" / script_name
     return subprocess.run([sys.executable, str(script), "--rounds", "2", "--repeats", "2", *args],
                           capture_output=True, text=True)
 
 
 def test_loss_benchmark_prints_ratios_and_flags_losses_above_the_limit():
-    run = _run_loss_benchmark("--only", "ce", "dmi", "--limit", "0.5")
+    run = _run_benchmark("bench_losses.py", "--only", "ce", "dmi", "--limit", "0.5")
     rows = {line.split()[0]: line.split()[1:] for line in run.stdout.splitlines()[2:4]}
     assert sorted(rows) == ["ce", "dmi"] and all(row[4:] == [">", "0.5x"] for row in rows.values())
     assert float(rows["dmi"][2]) > 1 and "for scale: a cnn4 training step" in run.stdout
@@ -785,12 +809,24 @@ def test_loss_benchmark_prints_ratios_and_flags_losses_above_the_limit():
 
 @pytest.mark.skipif(cxx_compiler() is None, reason="inductor needs a C++ compiler on the CPU")
 def test_loss_benchmark_times_compiled_losses_and_marks_the_eager_ones():
-    run = _run_loss_benchmark("--only", "nce", "dmi", "--compile", "--limit", "1000")
+    run = _run_benchmark("bench_losses.py", "--only", "nce", "dmi", "--compile", "--limit", "1000")
     lines = run.stdout.splitlines()
     assert "losses compiled (trainer.compile=true)" in lines[0]
     rows = {line.split()[0]: line for line in lines[2:4]}
     assert rows["dmi"].endswith("(eager: not compilable)") and "eager" not in rows["nce"]
     assert run.returncode == 0 and "all 2 losses within 1000x cross entropy" in run.stdout
+
+
+def test_eager_floor_benchmark_times_ce_after_one_op_and_after_twenty():
+    run = _run_benchmark("bench_eager_floor.py")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("F.cross_entropy forward + backward, batch 128 x 100")
+    rows = {line[:16].strip(): [float(v) for v in line[16:].split()] for line in lines[2:]}
+    assert sorted(rows) == ["20 ops", "20 ops, out=", "one op x 20"]
+    ce = float(lines[0].split()[-3])
+    for ops, both, added in rows.values():
+        assert 0 < ops < both and added == pytest.approx(both - ops - ce, abs=0.15)
 
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -84,6 +85,13 @@ def test_diverging_run_is_recorded_and_exits_zero(tmp_path):
                     f"hydra.run.dir={tmp_path / 'cli'}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "cli" / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_a_run_warns_when_its_batches_cannot_train_dmi(tmp_path, caplog):
+    cfg = compose_config(["loss=dmi", "loss.warmup_epochs=0", "trainer.epochs=1", "trainer.batch_size=8"])
+    caplog.set_level(logging.WARNING, logger="noisybench")
+    assert run(cfg, tmp_path)["status"] == "completed"
+    assert "loss=dmi: a batch of 8 holds all 10 classes with probability 0 " in caplog.text
 
 
 RESUME_ARGS = ["noise.rate=0.4", "trainer.epochs=6", "trainer.batch_size=16"]

@@ -180,6 +180,10 @@ class Loss(torch.nn.Module):
     def stage_lr(self, epoch: int) -> float | None:
         return None
 
+    def batch_size_warning(self, batch_size: int) -> str | None:
+        """What goes wrong with this loss at ``batch_size``, if anything (the run logs it)."""
+        return None
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.params.items())
 

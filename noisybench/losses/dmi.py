@@ -4,9 +4,17 @@ The value depends on the whole batch (``per_sample = False``). The trainer calls
 ``stage_lr(epoch)`` at the start of every epoch; that call also moves the loss into the epoch's
 stage: CE for the first ``warmup_epochs`` epochs (the schedule's lr), then DMI at ``lr``
 (the official CIFAR-10 protocol: 120 CE epochs, then DMI with SGD lr 1e-6).
+
+With many classes the DMI stage can have no gradient at all. A batch that misses a class leaves
+a zero row in ``Y^T P``, so det = 0 and the loss is the constant ``-log(0.001)``: at 100 classes
+a batch of 128 holds every class with probability 1.5e-22 (a run logs this, see
+``batch_size_warning``). Even with every class present, ``|det|`` of a 100 x 100 matrix of
+probabilities is often below float32's range (about 1e-55 for random logits), as in the code's
+``torch.det(mat.float())``. The model then stays as the CE warm-up left it.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -18,10 +26,19 @@ class DMILoss(HandWrittenLoss):
     per_sample = False
     compilable = False  # its LU runs in SciPy's LAPACK on the CPU
 
-    def __init__(self, warmup_epochs: int, lr: float, det_offset: float):
+    def __init__(self, num_classes: int, warmup_epochs: int, lr: float, det_offset: float):
         super().__init__()
+        self.num_classes = num_classes
         self.warmup_epochs, self.lr, self.det_offset = warmup_epochs, lr, det_offset
         self.epoch = 0
+
+    def batch_size_warning(self, batch_size: int) -> str | None:
+        every_class = probability_of_every_class(batch_size, self.num_classes)
+        if every_class >= 0.99:
+            return None
+        return (f"loss=dmi: a batch of {batch_size} holds all {self.num_classes} classes with probability "
+                f"{every_class:.2g} (uniform labels); in a batch without some class det(Y^T P) = 0 and the DMI "
+                f"loss has no gradient, so the DMI stage trains on about {every_class:.2g} of its batches")
 
     def stage_lr(self, epoch: int) -> float | None:
         self.epoch = epoch
@@ -51,6 +68,19 @@ class DMILoss(HandWrittenLoss):
         grad_joint = factors.inverse_t().mul_(size.div(shifted).neg_())
         grad_p = grad_joint.index_select(0, labels)
         return value, grad_p.sub_((p * grad_p).sum(1, keepdim=True)).mul_(p)
+
+
+def probability_of_every_class(batch_size: int, num_classes: int) -> float:
+    """The probability that ``batch_size`` labels drawn uniformly from ``num_classes`` classes
+    include every class: the distribution of the number of distinct classes seen, draw by draw."""
+    seen = np.arange(num_classes + 1)
+    distinct = np.zeros(num_classes + 1)
+    distinct[0] = 1.0
+    for _ in range(batch_size):
+        grown = distinct * (seen / num_classes)  # an already seen class
+        grown[1:] += distinct[:-1] * ((num_classes - seen[:-1]) / num_classes)  # a new one
+        distinct = grown
+    return float(distinct[num_classes])
 
 
 class _LUFactors:
@@ -92,4 +122,4 @@ class _LUFactors:
 @register_loss("dmi", family="combined", bounded=False, papers=[papers.DMI, papers.APL],
                warmup_epochs=Integer(0), lr=POSITIVE, det_offset=POSITIVE)
 def dmi(num_classes: int, warmup_epochs: int = 120, lr: float = 1e-6, det_offset: float = 1e-3):
-    return DMILoss(warmup_epochs, lr, det_offset)
+    return DMILoss(num_classes, warmup_epochs, lr, det_offset)

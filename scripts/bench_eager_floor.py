@@ -1,0 +1,93 @@
+"""Why an eager loss costs more than its ops timed one by one: ``F.cross_entropy``'s forward +
+backward (batch 128 x 100, one thread), alone and right after 20 elementwise ops on a tensor of
+the same shape.
+
+    alone           CE by itself
+    one op x 20     the same op 20 times, then CE
+    20 ops          20 different ops, each into a new tensor, then CE
+    20 ops, out=    the same 20 ops, all written into one preallocated buffer, then CE
+
+"added" is the time of the pair less the two parts timed apart: what running the ops costs CE
+(and CE the ops). When it grows with the number of *different* ops and not with the memory they
+allocate, it is the processor's caches refilling with each op's own code, which an eager loss
+with many ops pays on every call and a fused (``torch.compile``) one does not.
+
+    python scripts/bench_eager_floor.py [--threads 1] [--rounds 9] [--repeats 300]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+BATCH, CLASSES = 128, 100
+
+# 20 different elementwise ops, each well defined on any input (no NaN slow paths).
+OPS = (torch.sigmoid, torch.tanh, torch.exp, torch.log1p, torch.sqrt, torch.neg, torch.abs,
+       torch.exp2, torch.reciprocal, torch.rsqrt, torch.square, torch.sin, torch.cos, torch.atan,
+       torch.floor, torch.ceil, torch.trunc, torch.sign, torch.erf, torch.expm1)
+
+
+def best_time(fn, rounds: int, repeats: int) -> float:
+    """The fastest mean time per call over ``rounds`` blocks of ``repeats`` calls, in µs."""
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=300, help="calls per timed block")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(BATCH, CLASSES, generator=generator).requires_grad_()
+    labels = torch.arange(BATCH) % CLASSES
+    x = torch.rand(BATCH, CLASSES, generator=generator) + 0.5
+    buffer = torch.empty_like(x)
+
+    def cross_entropy() -> None:
+        F.cross_entropy(logits, labels).backward()
+        logits.grad = None
+
+    def one_op() -> None:
+        for _ in OPS:
+            torch.sigmoid(x)
+
+    def different_ops() -> None:
+        for op in OPS:
+            op(x)
+
+    def different_ops_out() -> None:
+        for op in OPS:
+            op(x, out=buffer)
+
+    ce = best_time(cross_entropy, args.rounds, args.repeats)
+    print(f"F.cross_entropy forward + backward, batch {BATCH} x {CLASSES}, {args.threads} thread(s): "
+          f"{ce:.1f} us alone")
+    print(f"{'before CE':<16} {'ops (us)':>9} {'ops + CE (us)':>14} {'added (us)':>11}")
+    for name, ops in (("one op x 20", one_op), ("20 ops", different_ops), ("20 ops, out=", different_ops_out)):
+        alone = best_time(ops, args.rounds, args.repeats)
+
+        def pair() -> None:
+            ops()
+            cross_entropy()
+
+        both = best_time(pair, args.rounds, args.repeats)
+        print(f"{name:<16} {alone:>9.1f} {both:>14.1f} {both - alone - ce:>11.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
