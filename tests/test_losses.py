@@ -873,3 +873,51 @@ def test_yaml_constants_match_the_official_code():
         assert load(name)["mae_scale"] == 2.0  # MAELoss() inside ECEandMAE / EFLandMAE
     for name in ("amse", "jal_ce", "jal_fl"):
         assert load(name)["class_reduction"] == "mean"
+
+
+FAKE_APL = '''
+import mlconfig
+import torch
+import torch.nn.functional as F
+
+
+@mlconfig.register
+class NormalizedCrossEntropy(torch.nn.Module):
+    def __init__(self, num_classes, scale=1.0):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, pred, labels):
+        logp = F.log_softmax(pred, dim=1)
+        return self.scale * (logp.gather(1, labels[:, None]).squeeze(1) / logp.sum(dim=1)).mean()
+
+
+@mlconfig.register
+class ReverseCrossEntropy(torch.nn.Module):
+    """With the papers' text's log 0 = -4 instead of the code's log 1e-4."""
+    def __init__(self, num_classes, scale=1.0):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, pred, labels):
+        p = F.softmax(pred, dim=1).clamp(min=1e-7, max=1.0)
+        return self.scale * (4.0 * (1 - p.gather(1, labels[:, None]).squeeze(1))).mean()
+'''
+
+
+def test_official_code_check_runs_the_given_code_and_flags_a_different_loss(tmp_path):
+    """scripts/check_official_losses.py against a stand-in for APL's loss.py: its NCE is APL's,
+    its RCE uses the papers' -4 for log 0; the other APL classes are missing from it."""
+    import subprocess
+    import sys
+
+    (tmp_path / "loss.py").write_text(FAKE_APL)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "check_official_losses.py"
+    run = subprocess.run([sys.executable, str(script), "--apl", str(tmp_path)], capture_output=True, text=True)
+    assert run.returncode == 1, run.stderr
+    rows = {line.split()[0]: line for line in run.stdout.splitlines()[2:]}
+    nce_errors = [float(v) for v in rows["nce"].split()[-4:]]
+    assert max(nce_errors) < 1e-6 and "DIFFERS" not in rows["nce"]
+    assert rows["rce"].endswith("DIFFERS") and "not in this checkout" in rows["sce"]
+    assert "differ from the official code: rce" in run.stdout
+    assert "not checked here" in run.stdout and "agce" in run.stdout.splitlines()[-2]
