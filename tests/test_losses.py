@@ -673,6 +673,7 @@ def test_dmi_warns_when_batches_are_too_small_to_hold_every_class():
     assert "no gradient" in many
     assert build_loss({"name": "dmi"}, 10).batch_size_warning(128) is None  # 1 - 1.4e-5
     assert "probability 0.07 " in build_loss({"name": "dmi"}, 10).batch_size_warning(16)
+    assert "cannot hold all 10 classes" in build_loss({"name": "dmi"}, 10).batch_size_warning(9)
     assert all(build_loss({"name": name}, 100).batch_size_warning(2) is None for name in LOSSES.names() if name != "dmi")
 
 

@@ -33,12 +33,15 @@ class DMILoss(HandWrittenLoss):
         self.epoch = 0
 
     def batch_size_warning(self, batch_size: int) -> str | None:
+        if batch_size < self.num_classes:
+            return (f"loss=dmi: a batch of {batch_size} cannot hold all {self.num_classes} classes, so "
+                    "det(Y^T P) = 0 in every batch and the DMI stage has no gradient at all")
         every_class = probability_of_every_class(batch_size, self.num_classes)
         if every_class >= 0.99:
             return None
         return (f"loss=dmi: a batch of {batch_size} holds all {self.num_classes} classes with probability "
                 f"{every_class:.2g} (uniform labels); in a batch without some class det(Y^T P) = 0 and the DMI "
-                f"loss has no gradient, so the DMI stage trains on about {every_class:.2g} of its batches")
+                "loss has no gradient, so the DMI stage trains on that fraction of its batches")
 
     def stage_lr(self, epoch: int) -> float | None:
         self.epoch = epoch
