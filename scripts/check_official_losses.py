@@ -189,6 +189,8 @@ def main() -> int:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
+    if args.classes < 2:
+        parser.error(f"--classes {args.classes} must be at least 2")
     if args.batch < args.classes:
         parser.error(f"--batch {args.batch} must be at least --classes {args.classes} (every class in the batch)")
     modules = {key: load_module(key, getattr(args, key)) for key in REPOS if getattr(args, key) is not None}
