@@ -790,14 +790,18 @@ def test_registry_table_runs_as_a_module():
     assert all(f"\n{name}" in "\n" + out for name in preset_names())
 
 
-def _run_benchmark(script_name: str, *args: str):
-    """A script of scripts/ at 2 rounds of 2 calls, as a user runs it."""
+def _run_script(script_name: str, *args: str):
+    """A script of scripts/, run as a user runs it."""
     import subprocess
     import sys
 
     script = Path(__file__).resolve().parents[1] / "scripts" / script_name
-    return subprocess.run([sys.executable, str(script), "--rounds", "2", "--repeats", "2", *args],
-                          capture_output=True, text=True)
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+
+
+def _run_benchmark(script_name: str, *args: str):
+    """A benchmark script at 2 rounds of 2 calls."""
+    return _run_script(script_name, "--rounds", "2", "--repeats", "2", *args)
 
 
 def test_loss_benchmark_prints_ratios_and_flags_losses_above_the_limit():
@@ -909,12 +913,8 @@ class ReverseCrossEntropy(torch.nn.Module):
 def test_official_code_check_runs_the_given_code_and_flags_a_different_loss(tmp_path):
     """scripts/check_official_losses.py against a stand-in for APL's loss.py: its NCE is APL's,
     its RCE uses the papers' -4 for log 0; the other APL classes are missing from it."""
-    import subprocess
-    import sys
-
     (tmp_path / "loss.py").write_text(FAKE_APL)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "check_official_losses.py"
-    run = subprocess.run([sys.executable, str(script), "--apl", str(tmp_path)], capture_output=True, text=True)
+    run = _run_script("check_official_losses.py", "--apl", str(tmp_path))
     assert run.returncode == 1, run.stderr
     rows = {line.split()[0]: line for line in run.stdout.splitlines()[2:]}
     nce_errors = [float(v) for v in rows["nce"].split()[-4:]]
