@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
+from torch.utils._python_dispatch import TorchDispatchMode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,3 +48,17 @@ def assert_same_metrics(alone_dir, pack_dir, test_counts):
             assert b[key] == pytest.approx(a[key], rel=1e-4), (pack_dir, a["epoch"], key)
         for key, n in one_sample.items():
             assert abs(b[key] - a[key]) <= 1 / max(int(n), 1) + 1e-12, (pack_dir, a["epoch"], key)
+
+
+class HostReads(TorchDispatchMode):
+    """Records every op that reads a tensor back into Python (``.item()``, ``bool(t)``): on a
+    GPU each one waits for the device."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+            self.reads.append(func)
+        return func(*args, **(kwargs or {}))

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from helpers import HostReads
 
 from noisybench.losses import LOSSES, build_loss, loss_options
 from noisybench.registry import ConfigError
@@ -693,6 +694,46 @@ def test_dmi_lapack_and_torch_factorisations_agree(dtype):
     # A zero row (a class without a sample): det 0 exactly on both paths.
     matrix[4] = 0
     assert _LUFactors(matrix, lapack=True).abs_det() == 0 == _LUFactors(matrix, lapack=False).abs_det()
+
+
+@pytest.fixture
+def dmi_device_path(monkeypatch):
+    """L_DMI as it runs off the CPU: torch's own LU, no SciPy."""
+    import functools
+
+    from noisybench.losses import dmi
+
+    monkeypatch.setattr(dmi, "_LUFactors", functools.partial(dmi._LUFactors, lapack=False))
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_no_loss_reads_a_tensor_back_to_the_host(name, dmi_device_path):
+    """The trainer never waits for the device within an epoch; a loss must not either."""
+    loss = build(name, {"warmup_epochs": 0} if name == "dmi" else {})
+    model = torch.nn.Linear(2, K)
+    z, y = batch()
+    z.requires_grad_()
+    run = lambda: loss(z, y, model=model) if loss.needs_model else loss(z, y)  # noqa: E731
+    run().backward()  # first use fills the constant caches
+    with HostReads() as host:
+        run().backward()
+    assert host.reads == []
+
+
+def test_dmi_on_the_device_path_matches_the_code_and_has_no_gradient_without_a_class(dmi_device_path):
+    loss = build_loss({"name": "dmi", "warmup_epochs": 0}, K)
+    z, y = batch()
+    z.requires_grad_()
+    torch.autograd.gradcheck(lambda logits: loss(logits, y), (z,))
+    value = loss(z, y)
+    torch.testing.assert_close(value, ref_dmi(z, y, 1e-3))
+    grad, = torch.autograd.grad(value, z)
+    want, = torch.autograd.grad(ref_dmi(z, y, 1e-3), z)
+    torch.testing.assert_close(grad, want)
+    y = y % (K - 1)  # class K - 1 is missing: det 0 and an inverse of infs or nans
+    value = loss(z, y)
+    value.backward()
+    assert value.item() == pytest.approx(-math.log(1e-3)) and (z.grad == 0).all()
 
 
 # ----------------------------------------------------------------------------------------------

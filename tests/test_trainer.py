@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import compose_config
+from helpers import HostReads, compose_config
 
 from noisybench.run import run
-from noisybench.trainer import EpochStats, evaluate, l1_norm, make_optimizer, seeds_for
+from noisybench.trainer import DIVERGENCE_CHECK_STEPS, EpochStats, evaluate, l1_norm, make_optimizer, seeds_for
 
 
 def test_memorisation_counts_on_a_hand_built_batch():
@@ -65,6 +65,22 @@ def test_l1_term_raises_the_training_loss_by_l1_times_sum_abs_theta(tmp_path):
     plain = float(_metrics(tmp_path / "plain")[0]["train_loss"])
     with_l1 = float(_metrics(tmp_path / "l1")[0]["train_loss"])
     assert with_l1 - plain == pytest.approx(0.001 * theta, rel=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["sce", "anl_ce"])
+def test_an_epoch_reads_back_from_the_device_as_often_however_many_steps_it_takes(tmp_path, loss):
+    """Metrics stay on the device until the epoch ends: a step that read one back (``.item()``,
+    ``bool(t)``) would make a GPU wait for it every step."""
+    reads = {}
+    for batch_size in (256, 64):  # 6 and 22 steps of the 1,347 training digits
+        assert math.ceil(1347 / batch_size) < DIVERGENCE_CHECK_STEPS
+        overrides = ["trainer.epochs=1", f"trainer.batch_size={batch_size}", "trainer.checkpoint_every=0",
+                     f"loss={loss}"]
+        with HostReads() as host:
+            run(compose_config(overrides), tmp_path / str(batch_size))
+        reads[batch_size] = len(host.reads)
+        assert len(_metrics(tmp_path / str(batch_size))) == 1
+    assert reads[256] == reads[64] > 0
 
 
 def test_cosine_schedule_is_stepped_per_epoch(tmp_path):

@@ -66,9 +66,13 @@ class DMILoss(HandWrittenLoss):
         value = shifted.log().neg_()
         if not need_grad:
             return value, None
-        if not size:
+        if factors.lapack and not size:  # on the host already: skip the inverse
             return value, torch.zeros_like(p)
         grad_joint = factors.inverse_t().mul_(size.div(shifted).neg_())
+        if not factors.lapack:
+            # On a GPU, branching on det would make every step wait for the device. A singular
+            # M's inverse is inf or nan there; its gradient is 0.
+            grad_joint = torch.where(size > 0, grad_joint, 0.0)
         grad_p = grad_joint.index_select(0, labels)
         return value, grad_p.sub_((p * grad_p).sum(1, keepdim=True)).mul_(p)
 
