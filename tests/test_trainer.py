@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from helpers import HostReads, compose_config
 
-from noisybench.run import run
+from noisybench.run import run, run_pack
 from noisybench.trainer import DIVERGENCE_CHECK_STEPS, EpochStats, evaluate, l1_norm, make_optimizer, seeds_for
 
 
@@ -67,19 +67,21 @@ def test_l1_term_raises_the_training_loss_by_l1_times_sum_abs_theta(tmp_path):
     assert with_l1 - plain == pytest.approx(0.001 * theta, rel=1e-4)
 
 
-@pytest.mark.parametrize("loss", ["sce", "anl_ce"])
-def test_an_epoch_reads_back_from_the_device_as_often_however_many_steps_it_takes(tmp_path, loss):
+@pytest.mark.parametrize("losses", [["sce"], ["anl_ce"], ["sce", "anl_ce"]], ids=["sce", "anl_ce", "pack"])
+def test_an_epoch_reads_back_from_the_device_as_often_however_many_steps_it_takes(tmp_path, losses):
     """Metrics stay on the device until the epoch ends: a step that read one back (``.item()``,
     ``bool(t)``) would make a GPU wait for it every step."""
     reads = {}
     for batch_size in (256, 64):  # 6 and 22 steps of the 1,347 training digits
         assert math.ceil(1347 / batch_size) < DIVERGENCE_CHECK_STEPS
-        overrides = ["trainer.epochs=1", f"trainer.batch_size={batch_size}", "trainer.checkpoint_every=0",
-                     f"loss={loss}"]
+        common = ["trainer.epochs=1", f"trainer.batch_size={batch_size}", "trainer.checkpoint_every=0",
+                  f"trainer.pack={len(losses)}"]
+        cells = [(compose_config([*common, f"loss={loss}", f"seed={i}"]), tmp_path / str(batch_size) / loss)
+                 for i, loss in enumerate(losses)]
         with HostReads() as host:
-            run(compose_config(overrides), tmp_path / str(batch_size))
+            run_pack(cells)
         reads[batch_size] = len(host.reads)
-        assert len(_metrics(tmp_path / str(batch_size))) == 1
+        assert all(len(_metrics(run_dir)) == 1 for _, run_dir in cells)
     assert reads[256] == reads[64] > 0
 
 
