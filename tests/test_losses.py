@@ -720,6 +720,19 @@ def test_no_loss_reads_a_tensor_back_to_the_host(name, dmi_device_path):
     assert host.reads == []
 
 
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_runs_where_its_logits_are(name, dmi_device_path):
+    """On the meta device, which refuses a CPU operand as a GPU does (but for 0-dim ones): a
+    loss that left a tensor of its own on the CPU would fail here as it would on a GPU."""
+    loss = build(name, {"warmup_epochs": 0} if name == "dmi" else {})
+    z = torch.empty(16, K, device="meta", requires_grad=True)
+    y = torch.empty(16, dtype=torch.long, device="meta")
+    model = torch.nn.Linear(2, K, device="meta")
+    value = loss(z, y, model=model) if loss.needs_model else loss(z, y)
+    value.backward()
+    assert value.device.type == z.grad.device.type == "meta" and z.grad.shape == z.shape
+
+
 def test_dmi_on_the_device_path_matches_the_code_and_has_no_gradient_without_a_class(dmi_device_path):
     loss = build_loss({"name": "dmi", "warmup_epochs": 0}, K)
     z, y = batch()
