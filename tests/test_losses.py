@@ -706,17 +706,22 @@ def dmi_device_path(monkeypatch):
     monkeypatch.setattr(dmi, "_LUFactors", functools.partial(dmi._LUFactors, lapack=False))
 
 
+def default_loss_value(name, z, y, model):
+    """``name`` with its defaults (its L1 term too, where it has one; L_DMI in its DMI stage)
+    on ``z``, ``y``, given the model where the loss needs it."""
+    loss = build(name, {"warmup_epochs": 0} if name == "dmi" else {})
+    return loss(z, y, model=model) if loss.needs_model else loss(z, y)
+
+
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_no_loss_reads_a_tensor_back_to_the_host(name, dmi_device_path):
     """The trainer never waits for the device within an epoch; a loss must not either."""
-    loss = build(name, {"warmup_epochs": 0} if name == "dmi" else {})
     model = torch.nn.Linear(2, K)
     z, y = batch()
     z.requires_grad_()
-    run = lambda: loss(z, y, model=model) if loss.needs_model else loss(z, y)  # noqa: E731
-    run().backward()  # first use fills the constant caches
+    default_loss_value(name, z, y, model).backward()  # first use fills the constant caches
     with HostReads() as host:
-        run().backward()
+        default_loss_value(name, z, y, model).backward()
     assert host.reads == []
 
 
@@ -724,11 +729,9 @@ def test_no_loss_reads_a_tensor_back_to_the_host(name, dmi_device_path):
 def test_every_loss_runs_where_its_logits_are(name, dmi_device_path):
     """On the meta device, which refuses a CPU operand as a GPU does (but for 0-dim ones): a
     loss that left a tensor of its own on the CPU would fail here as it would on a GPU."""
-    loss = build(name, {"warmup_epochs": 0} if name == "dmi" else {})
     z = torch.empty(16, K, device="meta", requires_grad=True)
     y = torch.empty(16, dtype=torch.long, device="meta")
-    model = torch.nn.Linear(2, K, device="meta")
-    value = loss(z, y, model=model) if loss.needs_model else loss(z, y)
+    value = default_loss_value(name, z, y, torch.nn.Linear(2, K, device="meta"))
     value.backward()
     assert value.device.type == z.grad.device.type == "meta" and z.grad.shape == z.shape
 
