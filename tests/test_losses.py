@@ -641,7 +641,10 @@ def test_dmi_warms_up_with_ce_then_runs_at_its_own_lr():
     torch.testing.assert_close(loss(z, y), ref_dmi(z, y, 1e-3))
 
 
-def test_dmi_without_a_class_in_the_batch_has_det_0_and_no_gradient():
+@pytest.mark.parametrize("lu", ["lapack", "device"])
+def test_dmi_without_a_class_in_the_batch_has_det_0_and_no_gradient(lu, request):
+    if lu == "device":  # a singular M's inverse is infs or nans there, masked rather than skipped
+        request.getfixturevalue("dmi_device_path")
     z, y = batch()
     y = y % (K - 1)  # class K - 1 is missing: Y^T P has a zero row
     assert torch.det(onehot(y).T @ probs(z)) == 0
@@ -736,7 +739,7 @@ def test_every_loss_runs_where_its_logits_are(name, dmi_device_path):
     assert value.device.type == z.grad.device.type == "meta" and z.grad.shape == z.shape
 
 
-def test_dmi_on_the_device_path_matches_the_code_and_has_no_gradient_without_a_class(dmi_device_path):
+def test_dmi_on_the_device_path_matches_the_code(dmi_device_path):
     loss = build_loss({"name": "dmi", "warmup_epochs": 0}, K)
     z, y = batch()
     z.requires_grad_()
@@ -746,10 +749,6 @@ def test_dmi_on_the_device_path_matches_the_code_and_has_no_gradient_without_a_c
     grad, = torch.autograd.grad(value, z)
     want, = torch.autograd.grad(ref_dmi(z, y, 1e-3), z)
     torch.testing.assert_close(grad, want)
-    y = y % (K - 1)  # class K - 1 is missing: det 0 and an inverse of infs or nans
-    value = loss(z, y)
-    value.backward()
-    assert value.item() == pytest.approx(-math.log(1e-3)) and (z.grad == 0).all()
 
 
 # ----------------------------------------------------------------------------------------------
