@@ -12,6 +12,10 @@ the same shape.
 allocate, it is the processor's caches refilling with each op's own code, which an eager loss
 with many ops pays on every call and a fused (``torch.compile``) one does not.
 
+Two more lines split CE's time: its forward alone (logits that need no gradient) and what
+``backward()`` costs on a graph of one node, which every loss pays whatever its ops. Each figure
+is the fastest of ``--rounds`` blocks, and the blocks of all of them alternate.
+
     python scripts/bench_eager_floor.py [--threads 1] [--rounds 9] [--repeats 300]
 """
 from __future__ import annotations
@@ -31,16 +35,20 @@ OPS = (torch.sigmoid, torch.tanh, torch.exp, torch.log1p, torch.sqrt, torch.neg,
        torch.floor, torch.ceil, torch.trunc, torch.sign, torch.erf, torch.expm1)
 
 
-def best_time(fn, rounds: int, repeats: int) -> float:
-    """The fastest mean time per call over ``rounds`` blocks of ``repeats`` calls, in µs."""
-    fn()
-    best = float("inf")
+def best_times(fns: dict, rounds: int, repeats: int) -> dict[str, float]:
+    """Each function's fastest mean time per call over ``rounds`` blocks of ``repeats`` calls, in
+    µs. The functions' blocks alternate within each round, so that a spell of load on the machine
+    slows a block of each rather than every block of one."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        best = min(best, (time.perf_counter() - start) / repeats)
-    return best * 1e6
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - start) / repeats)
+    return {name: t * 1e6 for name, t in best.items()}
 
 
 def main() -> int:
@@ -73,19 +81,37 @@ def main() -> int:
         for op in OPS:
             op(x, out=buffer)
 
-    ce = best_time(cross_entropy, args.rounds, args.repeats)
-    print(f"F.cross_entropy forward + backward, batch {BATCH} x {CLASSES}, {args.threads} thread(s): "
-          f"{ce:.1f} us alone")
-    print(f"{'before CE':<16} {'ops (us)':>9} {'ops + CE (us)':>14} {'added (us)':>11}")
-    for name, ops in (("one op x 20", one_op), ("20 ops", different_ops), ("20 ops, out=", different_ops_out)):
-        alone = best_time(ops, args.rounds, args.repeats)
+    plain = logits.detach()
+    scalar = torch.ones((), requires_grad=True)
 
+    def cross_entropy_forward() -> None:
+        F.cross_entropy(plain, labels)
+
+    def one_node_backward() -> None:
+        (scalar * 2.0).backward()
+        scalar.grad = None
+
+    def then_ce(ops):
         def pair() -> None:
             ops()
             cross_entropy()
+        return pair
 
-        both = best_time(pair, args.rounds, args.repeats)
+    op_sets = {"one op x 20": one_op, "20 ops": different_ops, "20 ops, out=": different_ops_out}
+    fns = {"CE": cross_entropy, "CE forward": cross_entropy_forward, "one node": one_node_backward}
+    for name, ops in op_sets.items():
+        fns[name], fns[name + " + CE"] = ops, then_ce(ops)
+    times = best_times(fns, args.rounds, args.repeats)
+
+    ce = times["CE"]
+    print(f"F.cross_entropy forward + backward, batch {BATCH} x {CLASSES}, {args.threads} thread(s): "
+          f"{ce:.1f} us alone")
+    print(f"{'before CE':<16} {'ops (us)':>9} {'ops + CE (us)':>14} {'added (us)':>11}")
+    for name in op_sets:
+        alone, both = times[name], times[name + " + CE"]
         print(f"{name:<16} {alone:>9.1f} {both:>14.1f} {both - alone - ce:>11.1f}")
+    print(f"CE forward alone: {times['CE forward']:.1f} us")
+    print(f"a one-node graph, forward + backward(): {times['one node']:.1f} us")
     return 0
 
 
