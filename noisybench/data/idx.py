@@ -119,12 +119,18 @@ def load_split(paths: dict[str, Path], images: IdxFile, labels: IdxFile, num_cla
     return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
 
 
+def idx_paths(spec: IdxDataset, root: Path, download: bool, extra_folders: tuple[Path, ...] = (),
+              other_sources: str = "") -> dict[str, Path]:
+    """The dataset's four IDX files by name, as found (or downloaded) under ``root``."""
+    files = (spec.train_images, spec.train_labels, spec.test_images, spec.test_labels)
+    return obtain_files(spec.name, [root / spec.folder, *extra_folders], [f.name for f in files], root=root,
+                        download=download, torchvision_class=spec.torchvision_class, variants=("", ".gz"),
+                        other_sources=other_sources)
+
+
 def load_idx_dataset(spec: IdxDataset, root: Path, download: bool, verify: bool,
                      extra_folders: tuple[Path, ...] = (), other_sources: str = "") -> Dataset:
-    files = (spec.train_images, spec.train_labels, spec.test_images, spec.test_labels)
-    paths = obtain_files(spec.name, [root / spec.folder, *extra_folders], [f.name for f in files], root=root,
-                         download=download, torchvision_class=spec.torchvision_class, variants=("", ".gz"),
-                         other_sources=other_sources)
+    paths = idx_paths(spec, root, download, extra_folders, other_sources)
     train_x, train_y = load_split(paths, spec.train_images, spec.train_labels, len(spec.classes), verify)
     test_x, test_y = load_split(paths, spec.test_images, spec.test_labels, len(spec.classes), verify)
     return Dataset(name=spec.name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
