@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: composing the app's config and running the CLI."""
+"""Helpers shared by the tests: composing the app's config and running the CLI and the scripts."""
 from __future__ import annotations
 
 import csv
@@ -26,6 +26,12 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = N
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "noisybench", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_script(script_name: str, *args: str) -> subprocess.CompletedProcess:
+    """A script of scripts/, run as a user runs it."""
+    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script_name), *args],
+                          capture_output=True, text=True)
 
 
 def read_rows(run_dir):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torchvision.datasets
 
+from helpers import run_script
 from noisybench.data import load_dataset
 from noisybench.data import cifar as cifar_module
 from noisybench.data import idx as idx_module
@@ -83,29 +84,21 @@ def test_mnist_constants_are_the_papers_and_match_the_pixels(mnist):
     assert abs(mean - 0.1307) < 5e-5 and abs(std - 0.3081) < 5e-5
 
 
-def _bench_data(*args: str):
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_data.py"
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
-
-
 def test_data_benchmark_times_the_mnist_load_against_reading_the_files(mnist_root):
     # The load's time against the 3 s target is the benchmark's to report, not this test's.
-    run = _bench_data("--root", str(mnist_root), "--rounds", "1", "--limit", "1000")
+    run = run_script("bench_data.py", "--root", str(mnist_root), "--rounds", "1", "--limit", "1000")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].startswith("MNIST from train-images-idx3-ubyte") and str(mnist_root) in lines[0]
     load, floor, ratio = (float(line.split()[-2 if line.endswith(" s") else -1]) for line in lines[1:4])
     assert 0 < floor and 0 < load and ratio == pytest.approx(load / floor, rel=0.02)
     assert lines[4] == "within the limit of 1000 s"
-    slow = _bench_data("--root", str(mnist_root), "--rounds", "1", "--limit", "0.0001")
+    slow = run_script("bench_data.py", "--root", str(mnist_root), "--rounds", "1", "--limit", "0.0001")
     assert slow.returncode == 1 and slow.stdout.splitlines()[-1] == "above the limit of 0.0001 s"
 
 
 def test_data_benchmark_without_the_files_names_them_and_exits_2(tmp_path):
-    run = _bench_data("--root", str(tmp_path))
+    run = run_script("bench_data.py", "--root", str(tmp_path))
     assert run.returncode == 2 and run.stdout == ""
     assert f"{tmp_path}/MNIST/raw/train-images-idx3-ubyte[.gz]" in run.stderr and "--root" in run.stderr
 

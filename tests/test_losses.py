@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from helpers import HostReads
+from helpers import HostReads, run_script
 
 from noisybench.losses import LOSSES, build_loss, loss_options
 from noisybench.registry import ConfigError
@@ -846,18 +846,9 @@ def test_registry_table_runs_as_a_module():
     assert all(f"\n{name}" in "\n" + out for name in preset_names())
 
 
-def _run_script(script_name: str, *args: str):
-    """A script of scripts/, run as a user runs it."""
-    import subprocess
-    import sys
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / script_name
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
-
-
 def _run_benchmark(script_name: str, *args: str):
     """A benchmark script at 2 rounds of 2 calls."""
-    return _run_script(script_name, "--rounds", "2", "--repeats", "2", *args)
+    return run_script(script_name, "--rounds", "2", "--repeats", "2", *args)
 
 
 def test_loss_benchmark_prints_ratios_and_flags_losses_above_the_limit():
@@ -881,7 +872,7 @@ def test_loss_benchmark_times_compiled_losses_and_marks_the_eager_ones():
 def test_eager_floor_benchmark_times_ce_after_one_op_and_after_twenty():
     # The fastest of 5 blocks of 50 calls each (about a second in all): at 2 calls a block, load on
     # the machine made 20 ops alone look slower than the same ops followed by CE.
-    run = _run_script("bench_eager_floor.py", "--rounds", "5", "--repeats", "50")
+    run = run_script("bench_eager_floor.py", "--rounds", "5", "--repeats", "50")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].startswith("F.cross_entropy forward + backward, batch 128 x 100")
@@ -976,7 +967,7 @@ def test_official_code_check_runs_the_given_code_and_flags_a_different_loss(tmp_
     """scripts/check_official_losses.py against a stand-in for APL's loss.py: its NCE is APL's,
     its RCE uses the papers' -4 for log 0; the other APL classes are missing from it."""
     (tmp_path / "loss.py").write_text(FAKE_APL)
-    run = _run_script("check_official_losses.py", "--apl", str(tmp_path))
+    run = run_script("check_official_losses.py", "--apl", str(tmp_path))
     assert run.returncode == 1, run.stderr
     rows = {line.split()[0]: line for line in run.stdout.splitlines()[2:]}
     nce_errors = [float(v) for v in rows["nce"].split()[-4:]]
