@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 
 from noisybench.losses.dmi import _LUFactors
+from timing import alternating_blocks
 
 BATCH = 128
 
@@ -30,13 +30,13 @@ def joint_matrix(classes: int) -> torch.Tensor:
     return p.new_zeros(classes, classes).index_add_(0, labels, p)
 
 
-def time_block(matrix: torch.Tensor, lapack: bool, repeats: int) -> float:
-    start = time.perf_counter()
-    for _ in range(repeats):
+def det_and_inverse(matrix: torch.Tensor, lapack: bool):
+    """|det M| and, where it is not 0, M^-T, as L_DMI computes them, as a call of no arguments."""
+    def call() -> None:
         factors = _LUFactors(matrix, lapack=lapack)
         if factors.abs_det():
             factors.inverse_t()
-    return (time.perf_counter() - start) / repeats
+    return call
 
 
 def main() -> int:
@@ -51,12 +51,9 @@ def main() -> int:
     for classes in (10, 100):
         matrix = joint_matrix(classes)
         det = _LUFactors(matrix).abs_det().item()
-        for lapack in (True, False):  # warm-up
-            time_block(matrix, lapack, args.repeats)
-        lapack_times, torch_times = [], []
-        for _ in range(args.rounds):
-            lapack_times.append(time_block(matrix, True, args.repeats))
-            torch_times.append(time_block(matrix, False, args.repeats))
+        blocks = alternating_blocks({"lapack": det_and_inverse(matrix, True), "torch": det_and_inverse(matrix, False)},
+                                    args.rounds, args.repeats)
+        lapack_times, torch_times = blocks["lapack"], blocks["torch"]
         ratio = statistics.median(a / b for a, b in zip(lapack_times, torch_times))
         print(f"{classes:>7} {det:>9.2e} {statistics.median(lapack_times) * 1e6:>12.1f} "
               f"{statistics.median(torch_times) * 1e6:>11.1f} {ratio:>6.2f}")

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
+
+from timing import alternating_blocks
 
 BATCH, CLASSES = 128, 100
 
@@ -33,22 +34,6 @@ BATCH, CLASSES = 128, 100
 OPS = (torch.sigmoid, torch.tanh, torch.exp, torch.log1p, torch.sqrt, torch.neg, torch.abs,
        torch.exp2, torch.reciprocal, torch.rsqrt, torch.square, torch.sin, torch.cos, torch.atan,
        torch.floor, torch.ceil, torch.trunc, torch.sign, torch.erf, torch.expm1)
-
-
-def best_times(fns: dict, rounds: int, repeats: int) -> dict[str, float]:
-    """Each function's fastest mean time per call over ``rounds`` blocks of ``repeats`` calls, in
-    µs. The functions' blocks alternate within each round, so that a spell of load on the machine
-    slows a block of each rather than every block of one."""
-    for fn in fns.values():
-        fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(repeats):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - start) / repeats)
-    return {name: t * 1e6 for name, t in best.items()}
 
 
 def main() -> int:
@@ -101,7 +86,8 @@ def main() -> int:
     fns = {"CE": cross_entropy, "CE forward": cross_entropy_forward, "one node": one_node_backward}
     for name, ops in op_sets.items():
         fns[name], fns[name + " + CE"] = ops, then_ce(ops)
-    times = best_times(fns, args.rounds, args.repeats)
+    blocks = alternating_blocks(fns, args.rounds, args.repeats)
+    times = {name: min(block_times) * 1e6 for name, block_times in blocks.items()}  # the fastest, in µs
 
     ce = times["CE"]
     print(f"F.cross_entropy forward + backward, batch {BATCH} x {CLASSES}, {args.threads} thread(s): "

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -29,16 +28,9 @@ import torch.nn.functional as F
 from noisybench.losses import LOSSES, build_loss
 from noisybench.models.cnn import cnn4
 from noisybench.trainer import cxx_compiler
+from timing import alternating_blocks
 
 BATCH, CLASSES = 128, 100
-
-
-def time_block(fn, logits, labels, repeats: int) -> float:
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn(logits, labels).backward()
-        logits.grad = None
-    return (time.perf_counter() - start) / repeats
 
 
 def build_for_bench(name: str, compile: bool = False):
@@ -60,13 +52,7 @@ def model_step_time(repeats: int) -> float:
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(images), labels).backward()
 
-    step()
-    times = []
-    for _ in range(max(repeats, 3)):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(alternating_blocks({"step": step}, max(repeats, 3), repeats=1)["step"])
 
 
 def main() -> int:
@@ -86,6 +72,14 @@ def main() -> int:
     generator = torch.Generator().manual_seed(0)
     logits = (3 * torch.randn(BATCH, CLASSES, generator=generator)).requires_grad_()
     labels = torch.arange(BATCH) % CLASSES
+
+    def step(fn):
+        """One forward + backward of ``fn(logits, labels)``, as a call of no arguments."""
+        def call() -> None:
+            fn(logits, labels).backward()
+            logits.grad = None
+        return call
+
     names = args.only or LOSSES.names()
     print(f"forward+backward, batch {BATCH} x {CLASSES}, {args.threads} thread(s), "
           f"{args.rounds} rounds x {args.repeats} calls, median ratio to F.cross_entropy"
@@ -94,12 +88,8 @@ def main() -> int:
     slow, times = [], {}
     for name in names:
         loss = build_for_bench(name, args.compile)
-        for fn in (F.cross_entropy, loss):  # warm-up
-            time_block(fn, logits, labels, args.repeats)
-        ce_times, loss_times = [], []
-        for _ in range(args.rounds):
-            ce_times.append(time_block(F.cross_entropy, logits, labels, args.repeats))
-            loss_times.append(time_block(loss, logits, labels, args.repeats))
+        blocks = alternating_blocks({"ce": step(F.cross_entropy), "loss": step(loss)}, args.rounds, args.repeats)
+        ce_times, loss_times = blocks["ce"], blocks["loss"]
         ratio = statistics.median(t / c for t, c in zip(loss_times, ce_times))
         ce_us, loss_us = statistics.median(ce_times) * 1e6, statistics.median(loss_times) * 1e6
         times[name] = min(loss_times)
