@@ -59,28 +59,25 @@ def real_labels(mnist_root: Path) -> bytes:
 
 
 def test_mnist_shapes_types_and_label_counts(mnist):
-    data = mnist
-    assert (data.train_x.shape, data.test_x.shape) == ((60000, 1, 28, 28), (10000, 1, 28, 28))
-    assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.int64
-    assert data.train_x.is_contiguous() and data.test_x.is_contiguous()
-    assert torch.bincount(data.train_y).tolist() == MNIST_TRAIN_COUNTS
-    assert torch.bincount(data.test_y).tolist() == MNIST_TEST_COUNTS
-    assert data.train_y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
-    assert data.test_y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
-    assert (data.classes, data.num_classes, data.input_shape) == ([str(d) for d in range(10)], 10, (1, 28, 28))
+    assert (mnist.train_x.shape, mnist.test_x.shape) == ((60000, 1, 28, 28), (10000, 1, 28, 28))
+    assert mnist.train_x.dtype == torch.uint8 and mnist.train_y.dtype == torch.int64
+    assert mnist.train_x.is_contiguous() and mnist.test_x.is_contiguous()
+    assert torch.bincount(mnist.train_y).tolist() == MNIST_TRAIN_COUNTS
+    assert torch.bincount(mnist.test_y).tolist() == MNIST_TEST_COUNTS
+    assert mnist.train_y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert mnist.test_y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert (mnist.classes, mnist.num_classes, mnist.input_shape) == ([str(d) for d in range(10)], 10, (1, 28, 28))
 
 
 def test_mnist_pixels_land_in_the_right_place(mnist):
-    data = mnist
     # Row 5 of the first training image (a 5), as every MNIST tutorial prints it.
     row5 = [0] * 12 + [3, 18, 18, 18, 126, 136, 175, 26, 166, 255, 247, 127] + [0] * 4
-    assert data.train_x[0, 0, 5].tolist() == row5
+    assert mnist.train_x[0, 0, 5].tolist() == row5
 
 
 def test_mnist_constants_are_the_papers_and_match_the_pixels(mnist):
-    data = mnist
-    assert (data.mean, data.std) == ((0.1307,), (0.3081,))
-    mean, std = pixel_stats(data.train_x)
+    assert (mnist.mean, mnist.std) == ((0.1307,), (0.3081,))
+    mean, std = pixel_stats(mnist.train_x)
     assert abs(mean - 0.1307) < 5e-5 and abs(std - 0.3081) < 5e-5
 
 
