@@ -794,8 +794,10 @@ def test_every_compilable_loss_traces_as_one_graph_with_the_same_values_and_grad
 
 
 @pytest.mark.skipif(cxx_compiler() is None, reason="inductor needs a C++ compiler on the CPU")
-@pytest.mark.parametrize("name", ["nnfl", "ldr_kl"])
-def test_compiled_loss_matches_eager_in_float32(name):
+# LDR-KL's per-sample value is lam * (log sum_k exp(d_k / lam) - log K), a difference near 0 of
+# two numbers near log K = 2.3, where a float32 rounding is 2.4e-7: two of them, times lam = 10.
+@pytest.mark.parametrize("name, value_atol", [("nnfl", 1e-6), ("ldr_kl", 2 * 2.4e-7 * 10)])
+def test_compiled_loss_matches_eager_in_float32(name, value_atol):
     g = torch.Generator().manual_seed(1)
     z, y = 3 * torch.randn(32, 10, generator=g), torch.arange(32) % 10
     eager, compiled = build_loss({"name": name}, 10), build_loss({"name": name}, 10)
@@ -809,7 +811,7 @@ def test_compiled_loss_matches_eager_in_float32(name):
             value.sum().backward()
             grads.append((value.detach(), logits.grad))
         (v0, g0), (v1, g1) = grads
-        torch.testing.assert_close(v1, v0, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(v1, v0, rtol=1e-5, atol=value_atol)
         torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-7)
 
 

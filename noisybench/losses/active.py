@@ -108,29 +108,33 @@ class LDRKL(HandWrittenLoss):
         size, classes = logits.shape
         index = labels.unsqueeze(1)
         soft = F.softplus(logits)
-        mean = soft.mean(1, keepdim=True)
-        u = soft.div_(mean)
-        # d / lam in units of log2, for exp2 (see LOG2_E): (u - (u_y - threshold)) * log2(e) / lam,
-        # 0 for y.
-        shift = u.gather(1, index).sub_(c(self.threshold))
-        d = torch.sub(u, shift).mul_(c(LOG2_E / self.lam)).scatter_(1, index, 0.0)
-        top = d.amax(1, keepdim=True)  # the code's max subtraction
-        exps = d.sub_(top).exp2_()
+        # In units of log2 for exp2 (see LOG2_E): v = u log2(e) / lam, one [N, 1] factor on
+        # softplus; d = v - (v_y - t) off the label (t = threshold log2(e) / lam), 0 at it.
+        # (Sums with the 1 / K in the constant: a mean costs a sum and a division here.)
+        factor = torch.div(c(classes * LOG2_E / self.lam), soft.sum(1, keepdim=True))
+        v = soft.mul_(factor)
+        shift = v.gather(1, index).sub_(c(self.threshold * LOG2_E / self.lam))
+        # The code's max subtraction, by top = max_k v - shift: top >= every d_k (d_y = 0 <=
+        # v_y - shift = t) and exceeds their max by at most t. Then d_k - top = v_k - max_k v
+        # off the label, and shift - max_k v at it.
+        most = v.amax(1, keepdim=True)
+        at_label = torch.sub(shift, most)  # -top
+        exps = torch.sub(v, most).scatter_(1, index, at_label).exp2_()
         sums = exps.sum(1, keepdim=True)
-        value = sums.log().add_(top, alpha=math.log(2))  # log sum_k exp(d_k / lam)
+        value = sums.log().sub_(at_label, alpha=math.log(2))  # log sum_k exp(d_k / lam)
         if reduce:  # lam * (mean - log K)
             value = torch.add(c(-self.lam * math.log(classes)), value.sum(), alpha=self.lam / size)
         else:
             value = value.sub_(c(math.log(classes))).mul_(c(self.lam)).squeeze(1)
         if not need_grad:
             return value, None
-        # dL/du = softmax(d) - e_y; through u = s / mean(s): (g - mean_k(g u)) / mean(s);
-        # softplus' = sigmoid. ``reduce``: the mean's 1 / N goes into the first factor.
-        if reduce:
-            sums.mul_(c(float(size)))
-        grad_u = exps.div_(sums).scatter_add_(1, index, c(-1 / size if reduce else -1.0).expand(size, 1))
-        grad_u.sub_((grad_u * u).mean(1, keepdim=True))
-        return value, grad_u.div_(mean).mul_(torch.sigmoid(logits))
+        # dL/du = g = softmax(d) - e_y; through u = s / mean(s): (g - mean_k(g u)) / mean(s),
+        # with 1 / mean(s) = factor lam / log2(e) taken into g's [N, 1] parts and u = v lam /
+        # log2(e). softplus' = sigmoid. ``reduce``: the batch mean's 1 / N goes into g as well.
+        row = factor.mul_(c(self.lam / LOG2_E / (size if reduce else 1)))  # 1 / (N mean(s))
+        grad = exps.mul_(row.div(sums)).scatter_add_(1, index, row.neg())
+        grad.sub_((grad * v).sum(1, keepdim=True), alpha=self.lam / LOG2_E / classes)
+        return value, grad.mul_(torch.sigmoid(logits))
 
 
 @register_loss("ldr_kl", family="active", bounded=True, papers=[papers.LDR, papers.JAL],

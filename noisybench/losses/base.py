@@ -18,6 +18,7 @@ clamped entry has zero gradient (as ``torch.clamp`` gives it), a detached weight
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import types
@@ -193,13 +194,23 @@ def as_float(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
+# Grad mode is off inside an autograd.Function's forward, yet each op still passes the autograd
+# and view / version-counter dispatch layers; dispatching below them saves about 0.15 us an op
+# (4-5 us of a 40-op loss). ``evaluate``'s tensors are new and never reach autograd, so nothing
+# is lost. The guard is private to torch: without it the ops simply take the long way.
+_BELOW_AUTOGRAD = getattr(torch._C, "_AutoDispatchBelowADInplaceOrView", contextlib.nullcontext)
+
+
 class _HandWritten(torch.autograd.Function):
     """One autograd node for a loss that computes its own logit gradient (``evaluate``)."""
 
     @staticmethod
     def forward(ctx, logits, labels, loss, reduce):
-        evaluate = loss.compiled_evaluate or loss.evaluate
-        value, grad = evaluate(logits, labels, reduce, ctx.needs_input_grad[0])
+        if loss.compiled_evaluate is not None:
+            value, grad = loss.compiled_evaluate(logits, labels, reduce, ctx.needs_input_grad[0])
+        else:
+            with _BELOW_AUTOGRAD():
+                value, grad = loss.evaluate(logits, labels, reduce, ctx.needs_input_grad[0])
         # An attribute, not save_for_backward: ``grad`` is no input or output that could be
         # modified in place, and skipping the saved-tensor checks is measurably faster here.
         ctx.grad = grad

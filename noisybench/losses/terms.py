@@ -310,9 +310,10 @@ class NNFL:
         clamped = weighted.clamp_min(b.c.product(cap, floor))
         inverse = clamped.sum(1, keepdim=True).add_(b.c(b.num_classes * top)).reciprocal_()
         ratio = b.at_label(clamped).add_(b.c(top)).mul_(inverse)  # (A - L_y) / (K*A - sum_k L_k)
-        if b.need_grad:  # h = w * inverse * min(weight, cap) * [log p > log m] * (ratio - e_y)
+        if b.need_grad:  # h = w * inverse * weight * [log p > log m] * (ratio - e_y)
+            # Where the clamp does not bite, the code's detached weight is (1 - p)^g, uncapped.
             g = w * b.grad_scale
-            unclamped = above(b, b.logp, floor).mul_(weight).clamp_max_(cap)
+            unclamped = above(b, b.logp, floor).mul_(weight)
             b.add_label_product(b.at_label(unclamped), inverse, -g, owned=True)
             b.add_dense_product(unclamped, ratio * inverse, g, owned=True)
         b.value_const += w
