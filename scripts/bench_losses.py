@@ -101,9 +101,9 @@ def main() -> int:
             flag += "  (eager: not compilable)"
         print(f"{name:<12} {loss_us:>10.1f} {ce_us:>9.1f} {ratio:>6.2f} {fastest:>8.2f}{flag}")
     slowest = max(times, key=times.get)
-    step = model_step_time(args.repeats)
+    step_seconds = model_step_time(args.repeats)
     print(f"for scale: a cnn4 training step (batch {BATCH} of 1 x 28 x 28, forward + backward) takes "
-          f"{step * 1e3:.1f} ms; {slowest}, the slowest loss, is {times[slowest] / step:.2%} of it")
+          f"{step_seconds * 1e3:.1f} ms; {slowest}, the slowest loss, is {times[slowest] / step_seconds:.2%} of it")
     if slow:
         print(f"above {args.limit:g}x cross entropy: {', '.join(slow)}")
         return 1
