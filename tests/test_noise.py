@@ -92,6 +92,31 @@ def test_symmetric_sampled_rate_and_transition_within_sampling_error(mnist_label
     np.testing.assert_allclose(result.transition.sum(axis=1), 1.0)
 
 
+@pytest.mark.parametrize("rate", [0.2, 0.4, 0.6, 0.8])
+def test_symmetric_pair_counts_flips_int_t_ij_n_i_per_pair(mnist_labels, rate):
+    """ANL's create_noisy_labels: int(T[i][j] * n_i) samples of class i become class j, j != i."""
+    result = make_noisy_labels(noise("symmetric", rate, variant="pair_counts"), mnist_labels, K, "mnist")
+    sizes = np.bincount(mnist_labels, minlength=K)
+    per_pair = (rate / (K - 1) * sizes).astype(int)
+    confusion = np.bincount(result.clean * K + result.noisy, minlength=K * K).reshape(K, K)
+    expected = np.diag(sizes - (K - 1) * per_pair) + (~np.eye(K, dtype=bool)) * per_pair[:, None]
+    assert np.array_equal(confusion, expected)
+    # every class flips a share just below rate whatever its size
+    flipped_share = 1 - confusion.diagonal() / sizes
+    assert np.all(flipped_share <= rate) and np.all(flipped_share > rate - (K - 1) / sizes)
+    if rate == 0.8:  # MNIST's smallest class, 5 (5,421 images): 4,329 flipped (0.7986), not 4,800
+        assert confusion[5, 5] == 5421 - 9 * 481 and sizes[5] == 5421
+
+
+def test_symmetric_exact_and_pair_counts_differ_on_the_small_mnist_class(mnist_labels):
+    """At 0.8, APL's equal count leaves class 5 with 621 true labels (0.885 flipped) against ANL's 1,092."""
+    exact = make_noisy_labels(noise("symmetric", 0.8), mnist_labels, K, "mnist")
+    pairs = make_noisy_labels(noise("symmetric", 0.8, variant="pair_counts"), mnist_labels, K, "mnist")
+    fives = mnist_labels == 5
+    assert (exact.noisy[fives] == 5).sum() == 5421 - 4800
+    assert (pairs.noisy[fives] == 5).sum() == 5421 - 9 * 481
+
+
 def test_symmetric_exact_refuses_a_class_too_small_for_its_count():
     labels = np.array([0] * 10 + [1] * 90)  # int(int(0.5 * 100) / 2) = 25 > 10 samples of class 0
     with pytest.raises(ConfigError, match="class 0 has 10"):
@@ -355,7 +380,7 @@ def test_each_noise_yaml_names_its_registered_injector_and_validates():
         (noise("human", 0.0, key="best"), "cifar10",
          "noise.key='best' .* allowed: aggre, worse, random1, random2, random3"),
         (noise("human", 0.0, key="aggre"), "cifar100", "noise.key='aggre' .* allowed: noisy"),
-        (noise("symmetric", 0.2, variant="pairwise"), "mnist", "noise.variant='pairwise' .* allowed: exact, sampled"),
+        (noise("symmetric", 0.2, variant="pairwise"), "mnist", "noise.variant='pairwise' .* allowed: exact, sampled, pair_counts"),
         (noise("asymmetric", 0.2, variant="exact"), "mnist", "allowed: clean_pool, apl_cascade"),
         (noise("symmetric", 0.2, norm_std=0.1), "mnist", "noise.norm_std is not a field of symmetric noise"),
         (noise("instance", 0.2, norm_std=0.0), "mnist", "noise.norm_std=0.0 is not allowed"),
