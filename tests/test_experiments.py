@@ -339,3 +339,13 @@ def test_cell_has_the_papers_protocol_and_hyperparameters(cell):
     assert loss.params["preset"] == cfg.loss.preset
     for key, value in cell.params.items():
         assert math.isclose(loss.params[key], value, rel_tol=1e-12), (key, loss.params[key], value)
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_a_single_run_of_a_preset_uses_the_noise_generators_of_its_grid(name):
+    """``python -m noisybench experiment=<name> noise=<type> ...`` without --multirun draws its
+    labels with the generator the preset's grid names for that noise type, not the group default."""
+    grid_variants = {job["noise"]: job["noise.variant"] for job in sweep_jobs(name) if "noise.variant" in job}
+    for noise_type, variant in grid_variants.items():
+        cfg = compose(config_name="config", overrides=[f"experiment={name}", f"noise={noise_type}"])
+        assert cfg.noise.variant == variant, (name, noise_type)
