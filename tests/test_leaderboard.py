@@ -152,7 +152,7 @@ def test_paper_number_and_delta_for_cells_the_reference_holds(tmp_path):
     # eps-softmax Table 4, CIFAR-10N aggregate, CE: 87.77 ± 0.38 (best epoch)
     write_run(tmp_path / "human", 0.85, 0.88, dataset="cifar10", model="resnet34", noise="human", variant=None,
               rate=0.0)
-    # the paper's CIFAR-10 model is cnn8: a resnet18 run has no paper number, nor has an MNIST run
+    # the paper's CIFAR-10 model is cnn8: a resnet18 run has no paper number, nor has an MNIST run without APL's preset
     write_run(tmp_path / "other_model", 0.85, dataset="cifar10", model="resnet18", loss="nce_rce")
     write_run(tmp_path / "mnist", 0.85, loss="nce_rce")
     leaderboard_main([str(tmp_path)])
@@ -171,6 +171,63 @@ def test_paper_number_and_delta_for_cells_the_reference_holds(tmp_path):
     md = (tmp_path / "leaderboard.md").read_text()
     assert "**85.50 ± 0.71** (paper 85.13)" in md
     assert "**88.00** (paper 87.77)" in md  # in the best-epoch table, the metric CIFAR-N reports
+
+
+def write_preset_run(run_dir: Path, experiment: str, loss: str, noise: str, variant: str, rate: float, last: float,
+                     seed: int = 0) -> Path:
+    """A run of one cell of ``experiment=<experiment>``: its model, epochs, noise variant and preset-resolved loss
+    hyperparameters, as the sweep's own runs record them."""
+    cfg = compose_config([f"experiment={experiment}", f"loss={loss}", f"noise={noise}", f"noise.variant={variant}",
+                          f"noise.rate={rate}"])
+    params = build_loss(cfg.loss, 10, dataset=cfg.dataset.name, noise=noise, rate=rate).params
+    return write_run(run_dir, last, seed=seed, loss=loss, loss_params=params, dataset=cfg.dataset.name,
+                     model=cfg.model.name, noise=noise, variant=cfg.noise.variant, rate=rate,
+                     epochs=cfg.trainer.epochs)
+
+
+def test_apl_mnist_cells_get_the_apl_notebook_numbers_and_other_presets_do_not(tmp_path):
+    sweep = tmp_path / "multirun" / "apl_mnist"
+    # APL notebook (plot_results.ipynb @ fdd52a2, cell 6), MNIST-Sym NCE+RCE 0.8: 75.18 ± 1.19, last epoch
+    for seed, acc in enumerate((0.75, 0.76, 0.77)):
+        write_preset_run(sweep / f"nce_rce_sym0.8_{seed}", "apl_mnist", "nce_rce", "symmetric", "exact", 0.8, acc,
+                         seed=seed)
+    # MNIST-Sym CE clean (a symmetric run at rate 0 is the Clean column): 99.25; MNIST-Asym NCE+RCE 0.4: 93.12
+    write_preset_run(sweep / "ce_clean", "apl_mnist", "ce", "symmetric", "exact", 0.0, 0.99)
+    write_preset_run(sweep / "nce_rce_asym0.4", "apl_mnist", "nce_rce", "asymmetric", "apl_cascade", 0.4, 0.93)
+    # the mnist_apl reproduction takes APL's SCE: MNIST-Sym SCE 0.8, 74.70
+    write_preset_run(tmp_path / "multirun" / "mnist_apl" / "sce", "mnist_apl", "sce", "symmetric", "exact", 0.8, 0.70)
+    # ALFs' preset (NCE+RCE beta 100, its own noise and seeds) is not APL's protocol: no number
+    write_preset_run(tmp_path / "multirun" / "alfs_mnist" / "nce_rce", "alfs_mnist", "nce_rce", "symmetric",
+                     "sampled", 0.8, 0.80)
+    assert leaderboard_main([str(sweep)]) == 0
+    board = pd.read_csv(sweep / "leaderboard.csv")
+    nce = cell(board, loss="nce_rce", noise="symmetric", rate=0.8)
+    assert (nce["model"], nce["epochs"], nce["n_seeds"]) == ("cnn4", 50, 3)
+    assert (nce["paper"], nce["paper_std"], nce["paper_metric"]) == (75.18, 1.19, "last")
+    assert nce["delta"] == pytest.approx(76.0 - 75.18)
+    assert "plot_results.ipynb @ fdd52a2" in nce["paper_source"] and "MNIST-Sym" in nce["paper_source"]
+    assert cell(board, loss="ce")["paper"] == 99.25
+    assert cell(board, loss="nce_rce", noise="asymmetric")["paper"] == 93.12
+    assert "**76.00 ± 1.00** (paper 75.18)" in (sweep / "leaderboard.md").read_text()
+    everything = make_leaderboard(tmp_path).cells
+    assert cell(everything, loss="sce")["paper"] == 74.70
+    alfs = cell(everything, loss="nce_rce", variant="sampled")
+    assert "preset=alfs" in alfs["loss_params"] and math.isnan(alfs["paper"])
+
+
+def test_the_apl_notebook_rows_cover_both_mnist_tables():
+    from noisybench.losses import LOSSES
+
+    papers = load_paper_results()
+    apl = papers[papers["paper"] == "APL authors' notebook (plot_results.ipynb @ fdd52a2)"]
+    # 19 methods x (clean + 4 symmetric rates) and x 4 asymmetric rates
+    assert len(apl) == 19 * 9 and set(apl["metric"]) == {"last"} and set(apl["runs"]) == {3}
+    settings = set(apl[["dataset", "model", "params"]].itertuples(index=False))
+    assert settings == {("mnist", "cnn4", "preset=apl|mnist_apl")}
+    assert set(apl["loss"]) - set(LOSSES.names()) == {"gce_mae", "gce_nce", "gce_rce", "nfl_nce", "ngce_nce", "nlnl"}
+    sym = cell(apl, table="cell 6 MNIST-Sym", loss="ngce_rce", rate=0.6)
+    asym = cell(apl, table="cell 6 MNIST-Asym", loss="nce", rate=0.1)
+    assert (sym["mean"], sym["std"], asym["mean"], asym["std"]) == (97.55, 0.17, 69.15, 3.60)
 
 
 def test_best_mean_of_each_column_is_bold_in_markdown_and_latex(tmp_path):

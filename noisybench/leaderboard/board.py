@@ -43,19 +43,27 @@ def load_paper_results(path: Path | None = None) -> pd.DataFrame:
     return papers
 
 
+def _parse_value(value: str) -> Any:
+    try:
+        return float(value)
+    except ValueError:
+        return value.strip()
+
+
 def parse_params(text: str) -> dict[str, Any]:
-    """``"q=0.3, m=1e4"`` -> ``{"q": 0.3, "m": 10000.0}`` (numbers where they parse)."""
+    """``"q=0.3, m=1e4"`` -> ``{"q": 0.3, "m": 10000.0}`` (numbers where they parse);
+    ``"preset=apl|mnist_apl"`` -> ``{"preset": ("apl", "mnist_apl")}``, any one of them."""
     params = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
-        try:
-            params[key.strip()] = float(value)
-        except ValueError:
-            params[key.strip()] = value.strip()
+        values = tuple(_parse_value(v) for v in value.split("|"))
+        params[key.strip()] = values if len(values) > 1 else values[0]
     return params
 
 
 def _same_value(ours: Any, theirs: Any) -> bool:
+    if isinstance(theirs, tuple):
+        return any(_same_value(ours, alternative) for alternative in theirs)
     if isinstance(theirs, float) and isinstance(ours, (int, float)) and not isinstance(ours, bool):
         return math.isclose(float(ours), theirs, rel_tol=1e-9, abs_tol=1e-12)
     return str(ours) == str(theirs)
