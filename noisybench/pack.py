@@ -378,13 +378,18 @@ def equal_runs(values: Sequence) -> list[tuple[Any, int, int]]:
 
 
 @torch.no_grad()
+def grad_norms(grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """The 2-norm over each cell's gradients (``[K, ...]`` tensors), as ``clip_grad_norm_`` computes it: [K]."""
+    rows = [g.unsqueeze(1) if g.dim() == 1 else g for g in grads if g is not None]  # a scalar's [K] -> [K, 1]
+    norms = torch.stack([torch.linalg.vector_norm(r, 2, dim=tuple(range(1, r.dim()))) for r in rows])  # [tensors, K]
+    return torch.linalg.vector_norm(norms, 2, dim=0)
+
+
 def clip_grad_norms_(grads: Sequence[torch.Tensor | None], max_norm: float) -> torch.Tensor:
     """``clip_grad_norm_`` of each cell's own gradient (``[K, ...]`` tensors): the 2-norm over
     each cell's gradients, scale ``min(max_norm / (norm + 1e-6), 1)`` per cell. Returns the norms."""
     grads = [g for g in grads if g is not None]
-    rows = [g.unsqueeze(1) if g.dim() == 1 else g for g in grads]  # a scalar parameter's [K] -> [K, 1]
-    norms = torch.stack([torch.linalg.vector_norm(r, 2, dim=tuple(range(1, r.dim()))) for r in rows])  # [tensors, K]
-    total = torch.linalg.vector_norm(norms, 2, dim=0)
+    total = grad_norms(grads)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     for g in grads:
         g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from .artifacts import CHECKPOINT_FILE, METRICS_FILE, MetricsCSV, atomic_torch_save
 from .data.augment import normalize
 from .losses.base import Loss
-from .pack import Pack, build_pack_augment, clip_grad_norms_, equal_runs, pack_input
+from .pack import Pack, build_pack_augment, clip_grad_norms_, equal_runs, grad_norms, pack_input
 from .registry import ConfigError
 
 log = logging.getLogger("noisybench")
@@ -79,6 +79,9 @@ class Cell:
     run_dir: Path
     logger: Any
     on_epoch: Callable[[dict], None] | None = None
+    # Called after every optimiser step with the step's figures (scripts/check_official_training.py
+    # compares them with a paper's own code); it reads tensors back, so it slows the loop.
+    on_step: Callable[[dict], None] | None = None
 
 
 def metric_columns(num_classes: int) -> list[str]:
@@ -560,9 +563,16 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
             # Each cell's loss depends on its own slice of the parameters only: the gradient of the
             # sum is, slice by slice, every cell's own gradient.
             loss.sum().backward()
+            observed = [k for k, r in enumerate(members) if r.cell.on_step is not None]
+            norms = grad_norms(pack.stacked_grads()) if observed else None
             if t.grad_clip:
                 clip_grad_norms_(pack.stacked_grads(), t.grad_clip)
+            clipped_norms = grad_norms(pack.stacked_grads()) if observed else None
             pack.sgd_step(epoch.lrs, epoch.weight_decays)
+            for k in observed:
+                members[k].cell.on_step({
+                    "epoch": members[k].state["epoch"] + 1, "step": step + 1, "indices": idx[k].cpu(),
+                    "loss": float(loss[k].detach()), "grad_norm": float(norms[k]), "clipped_grad_norm": float(clipped_norms[k])})
             epoch.stats.add(loss, logits, noisy, clean)
             if (step + 1) % DIVERGENCE_CHECK_STEPS == 0:
                 leave_if_diverged(epoch)
