@@ -29,8 +29,9 @@ run time and nothing else changed:
 * ALFs: ``lnl/main.py`` reads ``parser.loss`` and ``parser.dataset`` (an AttributeError as
   committed; its ``exp.py`` zips the MNIST loss names and modules the wrong way round), so the
   parser is given the parsed values as attributes.
-* APL: ``util.accuracy``, the top-k accuracy its trainer logs, calls ``.view`` on a
-  non-contiguous tensor, which current torch refuses; it is given a contiguous copy.
+* APL: two lines that current torch and numpy refuse are loaded mended (``SOURCE_MENDS``): the
+  top-k accuracy its trainer logs (``.view`` of a non-contiguous tensor) and the MNIST asymmetric
+  noise generator (a one-element array assigned to one label).
 * files: MNIST is decompressed into the layout each repository reads (ALFs: its
   ``processed/*.pt``); CIFAR is written by ``--synthetic-cifar`` as random images in the real
   pickle format, whose md5 torchvision's integrity checks are told to accept.
@@ -499,8 +500,7 @@ def run_official(paper_key: str, checkout: Path, argv: list[str], workdir: Path,
             os.chdir(workdir)
             sys.argv = [str(script), *argv]
             sys.path[:0] = [str(script.parent)]
-            if paper_key == "apl":
-                _mend_apl_accuracy()
+            _load_mended(paper_key, checkout)
             with contextlib.suppress(StopAfterSteps):
                 runpy.run_path(str(script), run_name="__main__")
         finally:
@@ -515,22 +515,31 @@ def run_official(paper_key: str, checkout: Path, argv: list[str], workdir: Path,
     return theirs
 
 
-def _mend_apl_accuracy() -> None:
-    """Load APL's util module before its trainer imports it, with accuracy working on current torch."""
-    import importlib
+# Lines of a repository's modules that current torch or numpy refuse, and the same computation
+# written so that they accept it; the module is loaded with the line replaced before main.py imports it.
+SOURCE_MENDS = {
+    "apl": [
+        # util.accuracy, the top-k accuracy its trainer logs: .view of a non-contiguous tensor
+        ("util", "correct_k = correct[:k].view(-1)", "correct_k = correct[:k].reshape(-1)"),
+        # multiclass_noisify (MNIST and CIFAR-100 asymmetric noise): a one-element array into one
+        # label, which numpy 2 no longer unpacks
+        ("dataset", "new_y[idx] = np.where(flipped == 1)[0]", "new_y[idx] = np.where(flipped == 1)[0][0]"),
+    ],
+}
 
-    util = importlib.import_module("util")
-    original = util.accuracy
 
-    def accuracy(output, target, topk=(1,)):
-        real_view = torch.Tensor.view
-        torch.Tensor.view = lambda self, *shape: real_view(self.contiguous(), *shape)
-        try:
-            return original(output, target, topk)
-        finally:
-            torch.Tensor.view = real_view
+def _load_mended(paper_key: str, checkout: Path) -> None:
+    import importlib.util
 
-    util.accuracy = accuracy
+    for module_name, old, new in SOURCE_MENDS.get(paper_key, []):
+        path = checkout / f"{module_name}.py"
+        source = path.read_text()
+        if old not in source:
+            raise RuntimeError(f"{path} no longer holds the line {old!r}; update SOURCE_MENDS")
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        exec(compile(source.replace(old, new), str(path), "exec"), module.__dict__)
 
 
 class _EpochBatches:

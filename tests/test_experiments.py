@@ -349,3 +349,8 @@ def test_a_single_run_of_a_preset_uses_the_noise_generators_of_its_grid(name):
     for noise_type, variant in grid_variants.items():
         cfg = compose(config_name="config", overrides=[f"experiment={name}", f"noise={noise_type}"])
         assert cfg.noise.variant == variant, (name, noise_type)
+
+
+@pytest.mark.parametrize("name", PAPER_PRESETS)
+def test_paper_presets_train_in_float32_as_the_papers_code(name):
+    assert compose_experiment(name).trainer.amp is False
