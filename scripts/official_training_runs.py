@@ -7,8 +7,9 @@ Each cell is trained twice: by noisybench (``python -m noisybench experiment=<pa
 trainer.amp=false``, the paper's own noise generator, fp32) and by the paper's own ``main.py`` with
 its own config, noise, initialisation and data order (``scripts/check_official_training.py
 --full``). DIR holds clones of the official repositories under their GitHub names. A re-run skips
-finished sides and resumes noisybench's from its last epoch checkpoint (the papers' code cannot
-resume: an unfinished run of it starts again). When every run so far has ended, the table
+finished sides, those in --out and those already recorded in --results/curves.csv (committed, so a
+fresh checkout goes on where the last one stopped), and resumes noisybench's from its last epoch
+checkpoint (the papers' code cannot resume: an unfinished run of it starts again). When every run so far has ended, the table
 (``table.md``, ``table.csv``: last and best epoch, ours and theirs, per cell), the curves
 (``curves.png``) and each run's per-epoch test accuracy (``curves.csv``) go to --results.
 
@@ -83,13 +84,36 @@ def theirs_curve(run_dir: Path) -> list[float] | None:
     return curve if len(curve) == EPOCHS else None
 
 
-def pending_jobs(cells: list[Cell], out: Path, checkouts: Path, data_root: Path) -> list[tuple[str, list[str], Path]]:
+SIDES = ("noisybench", "paper")
+
+
+def recorded_curves(results: Path) -> dict[tuple[str, str], list[float]]:
+    """The finished runs in --results/curves.csv: (cell name, side) -> test accuracy per epoch."""
+    path = results / "curves.csv"
+    curves: dict[tuple[str, str], list[float]] = {}
+    if path.is_file():
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                cell = Cell(row["paper"], row["loss"], row["noise"], float(row["rate"]))
+                curves.setdefault((cell.name, row["side"]), []).append(float(row["test_acc"]))
+    return {key: curve for key, curve in curves.items() if len(curve) == EPOCHS}
+
+
+def cell_curves(cell: Cell, out: Path, recorded: dict) -> tuple[list[float] | None, list[float] | None]:
+    ours = ours_curve(out / cell.name / "ours") or recorded.get((cell.name, SIDES[0]))
+    theirs = theirs_curve(out / cell.name / "theirs") or recorded.get((cell.name, SIDES[1]))
+    return ours, theirs
+
+
+def pending_jobs(cells: list[Cell], out: Path, checkouts: Path, data_root: Path,
+                 recorded: dict) -> list[tuple[str, list[str], Path]]:
     jobs = []
     for cell in cells:
         ours_dir, theirs_dir = out / cell.name / "ours", out / cell.name / "theirs"
-        if ours_curve(ours_dir) is None:
+        ours, theirs = cell_curves(cell, out, recorded)
+        if ours is None:
             jobs.append((f"{cell.name} ours", ours_command(cell, ours_dir, data_root), out / cell.name / "ours.log"))
-        if theirs_curve(theirs_dir) is None:
+        if theirs is None:
             jobs.append((f"{cell.name} theirs", theirs_command(cell, theirs_dir, checkouts, data_root),
                          out / cell.name / "theirs.log"))
     return jobs
@@ -119,8 +143,9 @@ def run_jobs(jobs, parallel: int) -> int:
 
 def write_results(cells: list[Cell], out: Path, results: Path) -> None:
     rows, curves = [], {}
+    recorded = recorded_curves(results)
     for cell in cells:
-        ours, theirs = ours_curve(out / cell.name / "ours"), theirs_curve(out / cell.name / "theirs")
+        ours, theirs = cell_curves(cell, out, recorded)
         curves[cell] = (ours, theirs)
         if ours is None and theirs is None:
             continue
@@ -152,7 +177,7 @@ def write_results(cells: list[Cell], out: Path, results: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["paper", "loss", "noise", "rate", "side", "epoch", "test_acc"])
         for cell, (ours, theirs) in curves.items():
-            for side, curve in (("noisybench", ours), ("paper", theirs)):
+            for side, curve in zip(SIDES, (ours, theirs)):
                 for epoch, acc in enumerate(curve or [], 1):
                     writer.writerow([cell.paper, cell.loss, cell.noise, cell.rate, side, epoch, f"{acc:.6f}"])
     plot_curves({c: v for c, v in curves.items() if v != (None, None)}, results / "curves.png")
@@ -166,7 +191,7 @@ def plot_curves(curves: dict, path: Path) -> None:
 
     if not curves:
         return
-    cols = 4
+    cols = min(4, len(curves))
     rows = (len(curves) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False, sharex=True)
     for ax, (cell, (ours, theirs)) in zip(axes.flat, curves.items()):
@@ -203,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     cells = [cell for cell in CELLS if args.cells in cell.name]
     failures = 0
     if not args.report_only:
-        jobs = pending_jobs(cells, args.out, args.checkouts.resolve(), args.data_root.resolve())
+        jobs = pending_jobs(cells, args.out, args.checkouts.resolve(), args.data_root.resolve(),
+                            recorded_curves(args.results))
         print(f"{len(jobs)} runs to go", flush=True)
         failures = run_jobs(jobs, args.jobs)
     write_results(CELLS, args.out, args.results)
