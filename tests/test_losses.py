@@ -31,8 +31,9 @@ def probs(z):
     return torch.softmax(z, dim=1)
 
 
-def onehot(y, k=K):
-    return F.one_hot(y, k).to(torch.float64)
+def onehot(z, y):
+    """e_y as float64 rows as wide as z."""
+    return F.one_hot(y, z.shape[1]).to(torch.float64)
 
 
 def at_label(x, y):
@@ -54,18 +55,18 @@ def ref_focal(z, y, gamma):
 
 
 def ref_mae(z, y, scale=1.0):
-    return scale * (1.0 - (onehot(y) * probs(z)).sum(1))
+    return scale * (1.0 - (onehot(z, y) * probs(z)).sum(1))
 
 
 def ref_rce(z, y, eps, label_clamp):
     p = torch.clamp(probs(z), min=eps, max=1.0)
-    q = torch.clamp(onehot(y), min=label_clamp, max=1.0)
+    q = torch.clamp(onehot(z, y), min=label_clamp, max=1.0)
     return -(p * torch.log(q)).sum(1)
 
 
 def ref_gce(z, y, q, eps):
     p = torch.clamp(probs(z), min=eps, max=1.0)
-    return (1.0 - (onehot(y) * p).sum(1) ** q) / q
+    return (1.0 - (onehot(z, y) * p).sum(1) ** q) / q
 
 
 def ref_truncated_gce(z, y, q, k):
@@ -76,7 +77,7 @@ def ref_truncated_gce(z, y, q, k):
 
 def ref_nce(z, y):
     logp = torch.log_softmax(z, 1)
-    return -(onehot(y) * logp).sum(1) / (-logp.sum(1))
+    return -(onehot(z, y) * logp).sum(1) / (-logp.sum(1))
 
 
 def ref_nfl(z, y, gamma):
@@ -89,15 +90,15 @@ def ref_nfl(z, y, gamma):
 
 def ref_ngce(z, y, q, eps):
     p = torch.clamp(probs(z), min=eps, max=1.0)
-    numerators = 1.0 - (onehot(y) * p).sum(1) ** q
-    denominators = K - p.pow(q).sum(1)
+    numerators = 1.0 - (onehot(z, y) * p).sum(1) ** q
+    denominators = z.shape[1] - p.pow(q).sum(1)
     return numerators / denominators
 
 
 def ref_nnce(z, y, min_prob):
     a = -math.log(min_prob)
     v = a + torch.clamp(probs(z), min=min_prob, max=1).log()
-    return 1 - (onehot(y) * v).sum(1) / v.sum(1)
+    return 1 - (onehot(z, y) * v).sum(1) / v.sum(1)
 
 
 def ref_nnfl(z, y, gamma, min_prob):
@@ -108,23 +109,23 @@ def ref_nnfl(z, y, gamma, min_prob):
     logpt = at_label(logp, y)
     pt = logpt.detach().exp()
     loss_y = -((1 - pt) ** gamma) * logpt
-    return 1 - (a - loss_y) / (K * a - normalizor)
+    return 1 - (a - loss_y) / (z.shape[1] * a - normalizor)
 
 
 def ref_agce(z, y, a, q):
-    return ((a + 1) ** q - (a + (onehot(y) * probs(z)).sum(1)) ** q) / q
+    return ((a + 1) ** q - (a + (onehot(z, y) * probs(z)).sum(1)) ** q) / q
 
 
 def ref_aul(z, y, a, q):
-    return ((a - (onehot(y) * probs(z)).sum(1)) ** q - (a - 1) ** q) / q
+    return ((a - (onehot(z, y) * probs(z)).sum(1)) ** q - (a - 1) ** q) / q
 
 
 def ref_ael(z, y, a):
-    return torch.exp(-(onehot(y) * probs(z)).sum(1) / a)
+    return torch.exp(-(onehot(z, y) * probs(z)).sum(1) / a)
 
 
 def ref_amse(z, y, a):
-    return ((probs(z) - a * onehot(y)) ** 2).mean(1)  # JAL's loss.mean() over N*K, per sample
+    return ((probs(z) - a * onehot(z, y)) ** 2).mean(1)  # JAL's loss.mean() over N*K, per sample
 
 
 def eps_softmax(z, m, eps):
@@ -153,7 +154,7 @@ def ref_logit_clip(z, y, delta, eps):
 def ref_ldr_kl(z, y, threshold, lam):
     u = F.softplus(z)
     u = u / u.mean(1, keepdim=True)
-    d = threshold * (1 - onehot(y)) + (u - (u * onehot(y)).sum(1, keepdim=True))
+    d = threshold * (1 - onehot(z, y)) + (u - (u * onehot(z, y)).sum(1, keepdim=True))
     d = d / lam
     top = d.max(1, keepdim=True).values.detach()
     return lam * (torch.log(torch.exp(d - top).mean(1)) + top.squeeze(1))
@@ -195,7 +196,7 @@ def ref_imae(z, y, T):
 
 
 def ref_dmi(z, y, det_offset):
-    mat = onehot(y).T @ probs(z)
+    mat = onehot(z, y).T @ probs(z)
     return -torch.log(torch.abs(torch.det(mat)) + det_offset)
 
 
@@ -282,16 +283,25 @@ def test_every_reference_sets_every_hyperparameter():
         assert set(params) == set(LOSSES.meta(name)["params"]), name
 
 
-def batch(scales=(14.0, 0.25, 2.0, 5.0), per_scale=4, seed=0):
+def batch(scales=(14.0, 0.25, 2.0, 5.0), per_scale=4, seed=0, classes=K):
     """float64 logits whose rows span near-uniform to one-hot-like softmax outputs: in the
     steep rows p drops below 1e-8, so every clamp of the official code bites somewhere; a few
     rows have their label as the argmax (eps-softmax's bonus, TGCE's untruncated branch)."""
     g = torch.Generator().manual_seed(seed)
-    z = torch.cat([s * torch.randn(per_scale, K, generator=g, dtype=torch.float64) for s in scales])
-    y = torch.randint(0, K, (len(z),), generator=g)
-    y[: K] = torch.arange(K)  # every class appears (L_DMI's matrix is regular)
+    z = torch.cat([s * torch.randn(per_scale, classes, generator=g, dtype=torch.float64) for s in scales])
+    y = torch.randint(0, classes, (len(z),), generator=g)
+    y[:classes] = torch.arange(classes)  # every class appears (L_DMI's matrix is regular)
     rows = torch.arange(2, len(z), 3)
     z[rows, y[rows]] += 6.0
+    return z, y
+
+
+def sharp_batch(classes, per_scale, seed=0):
+    """Logits of scale 10 to 100: near one-hot rows, every clamp floor undercut; the label is the
+    argmax by a wide margin in half the rows (p_y rounds to 1 in float32)."""
+    z, y = batch(scales=(10.0, 30.0, 100.0), per_scale=per_scale, seed=seed, classes=classes)
+    rows = torch.arange(0, len(z), 2)
+    z[rows, y[rows]] = z[rows].amax(1) + 30.0
     return z, y
 
 
@@ -408,6 +418,36 @@ def test_float32_agrees_with_float64(name):
     z, y = batch(scales=(3.0,), per_scale=16, seed=3)
     loss = build(name)
     torch.testing.assert_close(loss(z.float(), y).double(), loss(z, y), rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+@pytest.mark.parametrize("sharp", [False, True], ids=["ordinary", "sharp"])
+@pytest.mark.parametrize("name", sorted(n for n in REFERENCES if n != "dmi"))
+def test_float32_value_is_within_1e_5_of_the_float64_reference(name, sharp, classes):
+    # The batch mean in float32, the dtype of training, against the reference in float64 on the
+    # same (float32) logits. L_DMI is left out: on near one-hot rows its det(Y^T P) nears
+    # prod_c n_c, beyond float32's range at 100 classes.
+    params, reference = REFERENCES[name]
+    per_scale = -(-classes // 3)
+    z, y = sharp_batch(classes, per_scale) if sharp else batch(per_scale=per_scale, classes=classes)
+    z = z.float()
+    expected = reference(z.double(), y, **params).mean().item()
+    value = build_loss({"name": name, **params}, classes)(z, y).item()
+    assert abs(value - expected) <= 1e-5 * abs(expected), (value, expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("classes", [10, 100])
+def test_ldr_kl_float32_value_at_near_uniform_logits(classes, seed):
+    # At initialisation the logits are near uniform and LDR-KL is about its threshold, small
+    # beside lam * log K (46 at 100 classes; JAL's CIFAR-10 setting, lam 10).
+    params = {"threshold": 0.1, "lam": 10.0}
+    g = torch.Generator().manual_seed(seed)
+    z = 0.1 * torch.randn(128, classes, generator=g)
+    y = torch.randint(0, classes, (128,), generator=g)
+    expected = ref_ldr_kl(z.double(), y, **params).mean().item()
+    value = build_loss({"name": "ldr_kl", **params}, classes)(z, y).item()
+    assert abs(value - expected) <= 1e-5 * abs(expected), (value, expected)
 
 
 def test_half_precision_logits_are_upcast():
@@ -647,7 +687,7 @@ def test_dmi_without_a_class_in_the_batch_has_det_0_and_no_gradient(lu, request)
         request.getfixturevalue("dmi_device_path")
     z, y = batch()
     y = y % (K - 1)  # class K - 1 is missing: Y^T P has a zero row
-    assert torch.det(onehot(y).T @ probs(z)) == 0
+    assert torch.det(onehot(z, y).T @ probs(z)) == 0
     loss = build_loss({"name": "dmi", "warmup_epochs": 0}, K)
     z.requires_grad_()
     value = loss(z, y)

@@ -120,19 +120,22 @@ class LDRKL(HandWrittenLoss):
         most = v.amax(1, keepdim=True)
         at_label = torch.sub(shift, most)  # -top
         exps = torch.sub(v, most).scatter_(1, index, at_label).exp2_()
-        sums = exps.sum(1, keepdim=True)
-        value = sums.log().sub_(at_label, alpha=math.log(2))  # log sum_k exp(d_k / lam)
-        if reduce:  # lam * (mean - log K)
-            value = torch.add(c(-self.lam * math.log(classes)), value.sum(), alpha=self.lam / size)
+        # The log of the mean, as the code takes it: the log of the sum minus log K cancels in
+        # float32, the loss being small beside lam * log K (up to 8e-5 of it at 100 classes).
+        means = exps.mean(1, keepdim=True)
+        value = means.log().sub_(at_label, alpha=math.log(2))  # log mean_k exp(d_k / lam)
+        if reduce:
+            value = value.sum().mul_(c(self.lam / size))
         else:
-            value = value.sub_(c(math.log(classes))).mul_(c(self.lam)).squeeze(1)
+            value = value.mul_(c(self.lam)).squeeze(1)
         if not need_grad:
             return value, None
         # dL/du = g = softmax(d) - e_y; through u = s / mean(s): (g - mean_k(g u)) / mean(s),
         # with 1 / mean(s) = factor lam / log2(e) taken into g's [N, 1] parts and u = v lam /
         # log2(e). softplus' = sigmoid. ``reduce``: the batch mean's 1 / N goes into g as well.
-        row = factor.mul_(c(self.lam / LOG2_E / (size if reduce else 1)))  # 1 / (N mean(s))
-        grad = exps.mul_(row.div(sums)).scatter_add_(1, index, row.neg())
+        # softmax(d) = exps / (K means): the 1 / K goes into ``row`` and back out at the label.
+        row = factor.mul_(c(self.lam / LOG2_E / classes / (size if reduce else 1)))  # 1 / (N sum(s))
+        grad = exps.mul_(row.div(means)).scatter_add_(1, index, row.mul(c(-float(classes))))
         grad.sub_((grad * v).sum(1, keepdim=True), alpha=self.lam / LOG2_E / classes)
         return value, grad.mul_(torch.sigmoid(logits))
 
