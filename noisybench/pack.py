@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .data.augment import CROP_PADDING, ROTATION_DEGREES, crop_flip, normalize, rotate
+from .data.augment import CROP_PADDING, ROTATION_DEGREES, crop_flip, draw_crop_flip, normalize, rotate
 from .registry import ConfigError
 
 # The config sections every cell of a pack shares; the rest (seed, noise, loss, logger) may differ.
@@ -410,12 +410,11 @@ def build_pack_augment(name: str, mean: Sequence[float], std: Sequence[float]
 
     def augment(x: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
         if name != "none":
-            batch, device, span = len(x) // len(generators), x.device, 2 * CROP_PADDING + 1
+            batch, device = len(x) // len(generators), x.device
             top, left, flip, angle = [], [], [], []
             for g in generators:
-                top.append(torch.randint(0, span, (batch,), generator=g, device=device))
-                left.append(torch.randint(0, span, (batch,), generator=g, device=device))
-                flip.append(torch.rand(batch, generator=g, device=device) < 0.5)
+                for drawn, into in zip(draw_crop_flip(batch, g, device), (top, left, flip)):
+                    into.append(drawn)
                 if rotate_too:
                     degrees = ROTATION_DEGREES
                     angle.append(torch.rand(batch, generator=g, device=device) * (2 * degrees) - degrees)

@@ -57,7 +57,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -218,9 +218,6 @@ def run_noisybench(cfg, steps: int, workdir: Path, nudge: bool = False) -> tuple
         train_pack([cell], data)
     if len(ours.loss) < steps:
         raise UsageError(f"--steps {steps} is more than the {len(ours.loss)} steps of the whole run")
-    if not ours.parameters:
-        ours.parameters = [p.detach().clone() for p in model.parameters()]
-        ours.buffers = [b.detach().clone() for name, b in model.named_buffers() if "running" in name]
 
     to_full = (lambda idx: idx) if subset is None else (lambda idx: subset[idx])  # noqa: E731
     noisy_full = noisy.noisy.copy() if subset is None else np.zeros(full_size, dtype=np.int64)
@@ -235,7 +232,7 @@ def run_noisybench(cfg, steps: int, workdir: Path, nudge: bool = False) -> tuple
 def _crop_draws(cfg, batch_sizes: list[int]) -> list[tuple[int, int, bool]]:
     """The crop offsets and flips noisybench's trainer drew, in its order: per step, the batch's
     tops, then lefts, then flips, from the cell's augmentation generator (data/augment.py)."""
-    from noisybench.data.augment import CROP_PADDING
+    from noisybench.data.augment import draw_crop_flip
     from noisybench.trainer import seeds_for
 
     if cfg.dataset.augment != "crop_flip":
@@ -243,9 +240,7 @@ def _crop_draws(cfg, batch_sizes: list[int]) -> list[tuple[int, int, bool]]:
     gen = torch.Generator().manual_seed(seeds_for(cfg.seed)["augment"])
     draws = []
     for size in batch_sizes:
-        top = torch.randint(0, 2 * CROP_PADDING + 1, (size,), generator=gen)
-        left = torch.randint(0, 2 * CROP_PADDING + 1, (size,), generator=gen)
-        flip = torch.rand(size, generator=gen) < 0.5
+        top, left, flip = draw_crop_flip(size, gen)
         draws += list(zip(top.tolist(), left.tolist(), flip.tolist()))
     return draws
 

@@ -76,15 +76,21 @@ def crop_flip(
     return windows.view(batch, channels, height, width)
 
 
+def draw_crop_flip(
+    batch: int, generator: torch.Generator, device: torch.device | str = "cpu", padding: int = CROP_PADDING
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch's crop offsets and flips (top, left, flip), drawn in the one order every caller uses."""
+    top = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
+    left = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
+    flip = torch.rand(batch, generator=generator, device=device) < 0.5
+    return top, left, flip
+
+
 def random_crop_flip(
     x: torch.Tensor, generator: torch.Generator, padding: int = CROP_PADDING
 ) -> torch.Tensor:
     """RandomCrop(size=(H, W), padding) + RandomHorizontalFlip(0.5), drawn per sample."""
-    batch, device = x.shape[0], x.device
-    top = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
-    left = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=device)
-    flip = torch.rand(batch, generator=generator, device=device) < 0.5
-    return crop_flip(x, top, left, flip, padding)
+    return crop_flip(x, *draw_crop_flip(x.shape[0], generator, x.device, padding), padding)
 
 
 def _pixel_centres(size: int, device: torch.device) -> torch.Tensor:
