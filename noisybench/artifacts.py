@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from omegaconf import DictConfig, OmegaConf
+
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.csv"
@@ -25,6 +27,27 @@ NOISY_LABELS_FILE = "noisy_labels.npz"
 
 # A run in one of these states is finished: re-running it is skipped.
 FINISHED_STATUSES = ("completed", "diverged")
+
+
+# Trainer settings that do not change a run's numbers: a run may resume with other values.
+RUNTIME_TRAINER_KEYS = ("device", "progress", "num_threads", "compile", "checkpoint_every", "pack")
+
+
+def fingerprint(cfg: DictConfig | dict) -> dict[str, Any]:
+    """What must not change between a checkpoint and the run that resumes from it (also applied to
+    a stored fingerprint, so that one written with a runtime setting still matches)."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    return {
+        "dataset": c["dataset"], "noise": c["noise"], "model": c["model"], "loss": c["loss"],
+        "seed": c["seed"], "trainer": {k: v for k, v in c["trainer"].items() if k not in RUNTIME_TRAINER_KEYS},
+    }
+
+
+def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The dotted keys where two nested configs differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from .artifacts import diff_keys
 from .data.augment import CROP_PADDING, ROTATION_DEGREES, crop_flip, draw_crop_flip, normalize, rotate
 from .registry import ConfigError
 
@@ -53,8 +54,6 @@ def pack_key(cfg: DictConfig) -> str:
 
 def check_packable(cfgs: Sequence[DictConfig], names: Sequence[str]) -> None:
     """Raise a ConfigError naming the first setting in which a cell differs from the first."""
-    from .trainer import diff_keys
-
     first = json.loads(pack_key(cfgs[0]))
     for cfg, name in zip(cfgs[1:], names[1:]):
         changed = diff_keys(first, json.loads(pack_key(cfg)))

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from .artifacts import CHECKPOINT_FILE, METRICS_FILE, MetricsCSV, atomic_torch_save
+from .artifacts import CHECKPOINT_FILE, METRICS_FILE, MetricsCSV, atomic_torch_save, diff_keys, fingerprint
 from .data.augment import normalize
 from .losses.base import Loss
 from .pack import Pack, build_pack_augment, clip_grad_norms_, equal_runs, grad_norms, pack_input
@@ -279,26 +279,6 @@ def make_scheduler(optimizer, t: DictConfig):
     if t.schedule == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(t.milestones), gamma=t.gamma)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-
-
-# Trainer settings that do not change a run's numbers: a run may resume with other values.
-RUNTIME_TRAINER_KEYS = ("device", "progress", "num_threads", "compile", "checkpoint_every", "pack")
-
-
-def fingerprint(cfg: DictConfig | dict) -> dict[str, Any]:
-    """What must not change between a checkpoint and the run that resumes from it (also applied to
-    a stored fingerprint, so that one written with a runtime setting still matches)."""
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    return {
-        "dataset": c["dataset"], "noise": c["noise"], "model": c["model"], "loss": c["loss"],
-        "seed": c["seed"], "trainer": {k: v for k, v in c["trainer"].items() if k not in RUNTIME_TRAINER_KEYS},
-    }
-
-
-def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 @dataclass
