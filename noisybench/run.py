@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import __version__
 from .artifacts import (FINISHED_STATUSES, NOISY_LABELS_FILE, SUMMARY_FILE, atomic_write_json,
                         read_summary)
+from .config_keys import check_known_keys
 from .data import DATASETS, check_dataset, load_dataset
 from .logger import check_logger, make_logger
 from .losses import build_loss
@@ -58,6 +59,7 @@ def check_model(model_yaml: str, input_shape: tuple, num_classes: int) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Every config error, found before any data is read or any step is taken."""
+    check_known_keys(cfg)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} is not allowed; it must be an integer >= 0")
     check_dataset(cfg.dataset)
