@@ -151,3 +151,12 @@ def test_default_root_reads_the_environment(monkeypatch):
     assert default_root() == Path.home() / "somewhere" / "data"
     monkeypatch.delenv("NOISYBENCH_DATA")
     assert default_root() == Path.home() / ".cache" / "noisybench"
+
+
+def test_mnist_tests_find_the_data_through_noisybench_data(monkeypatch, tmp_path):
+    from conftest import SHARED_DATA, mnist_roots
+
+    monkeypatch.setenv("NOISYBENCH_DATA", str(tmp_path))
+    assert mnist_roots() == [tmp_path, SHARED_DATA]
+    monkeypatch.delenv("NOISYBENCH_DATA")
+    assert mnist_roots() == [SHARED_DATA]
