@@ -279,6 +279,20 @@ def test_instance_at_rate_zero_keeps_the_clean_labels(mnist_labels, mnist_images
     assert result.realised_rate == 0.0
 
 
+
+@pytest.mark.parametrize("rate, warned", [(0.4, False), (0.5, True), (0.7, True)])
+def test_instance_noise_warns_from_the_rate_its_labels_cannot_be_learned(rate, warned, caplog):
+    labels = np.arange(400) % K
+    images = np.random.Generator(np.random.PCG64(3)).integers(0, 256, (400, 1, 8, 8), dtype=np.uint8)
+    with caplog.at_level("WARNING", logger="noisybench"):
+        result = make_noisy_labels(noise("instance", rate), labels, K, "digits", images=images)
+    messages = [r.getMessage() for r in caplog.records if "cannot be learned" in r.getMessage()]
+    assert len(messages) == int(warned)
+    if warned:
+        assert f"rate {rate:g}" in messages[0]
+        assert result.realised_rate > 0.45  # the warning is true: about half the labels or more are wrong
+
+
 # --- determinism ------------------------------------------------------------------------------------
 
 DETERMINISM_SCRIPT = """

@@ -14,6 +14,8 @@ The projection runs in float64 (the reference uses float32) so that rounding can
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from noisybench.noise.base import NOISE, NoiseContext
@@ -21,6 +23,11 @@ from noisybench.registry import ConfigError
 
 # Samples per projection block: bounds the float64 copy of the images (4096 × 3072 × 8 B ≈ 100 MB).
 CHUNK = 4096
+# From this rate on, an image's own flip target is likelier than its true class: the noisy labels
+# teach the wrong class, so no loss can learn them (the PTD papers stay below it).
+UNLEARNABLE_RATE = 0.5
+
+log = logging.getLogger("noisybench")
 
 
 def _check_instance(fields: dict, dataset: str, num_classes: int) -> None:
@@ -80,5 +87,9 @@ def instance(
         raise ValueError(f"instance noise got {images.shape[0]} images for {clean.shape[0]} labels")
     if rate == 0.0:
         return clean.copy()
+    if rate >= UNLEARNABLE_RATE:
+        log.warning("instance noise at rate %g: each image keeps its true label with probability about "
+                    "%.2f and goes to the one class its features favour otherwise, so its noisy label is "
+                    "mostly wrong and cannot be learned; rates below %g can be", rate, 1 - rate, UNLEARNABLE_RATE)
     probs = ptd_label_distributions(images, clean, ctx.num_classes, rate, norm_std, rng)
     return sample_rows(probs, rng)
