@@ -1,6 +1,7 @@
 """Finding run directories and reading each one into a row: its cell, seeds, status and accuracies.
 
-A folder is a run when it holds ``summary.json``, ``metrics.csv`` or ``.hydra/config.yaml``.
+A folder is a run when it holds one of the files training writes (``RUN_MARKERS``): a folder
+with only ``.hydra/`` (a config rejected before training, a job that never started) is not.
 The cell of a run (what a leaderboard averages over seeds) is read from ``summary.json``; a run
 that has none yet (killed, or still going) is placed from its ``.hydra/config.yaml``, with the
 loss hyperparameters resolved by ``build_loss`` exactly as the run resolves them.
@@ -17,13 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from noisybench.artifacts import METRICS_FILE, SUMMARY_FILE, read_summary
+from noisybench.artifacts import CHECKPOINT_FILE, METRICS_FILE, NOISY_LABELS_FILE, SUMMARY_FILE, read_summary
 from noisybench.noise import NOISE
 from noisybench.noise.human import CIFAR_N_FILES, resolve_key
 from noisybench.registry import ConfigError
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
-RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, str(CONFIG_FILE))
+# Files only a run that started training writes.
+RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, NOISY_LABELS_FILE, CHECKPOINT_FILE)
 
 # What a leaderboard cell is: runs that agree on all of these differ only in their seeds.
 CELL_KEYS = ("dataset", "model", "noise", "variant", "rate", "epochs", "loss", "loss_params")
@@ -61,9 +63,7 @@ def find_run_dirs(root: Path) -> list[Path]:
             entries = list(os.scandir(folder))
         except (PermissionError, FileNotFoundError, NotADirectoryError):
             continue
-        names = {e.name for e in entries}
-        if SUMMARY_FILE in names or METRICS_FILE in names or (
-                ".hydra" in names and (folder / CONFIG_FILE).is_file()):
+        if any(e.name in RUN_MARKERS for e in entries):
             found.append(folder)
             continue
         # Hidden folders (.hydra, .submitit, .git) never hold runs of their own.
@@ -192,7 +192,8 @@ def _detail(summary: Mapping[str, Any]) -> str:
 
 
 def run_from_config(run_dir: Path) -> dict[str, Any]:
-    """The row of a run without summary.json, from its .hydra/config.yaml."""
+    """The row of a run that started but has no summary.json (killed, or still going), from its
+    .hydra/config.yaml."""
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise ValueError(f"{run_dir}: no {SUMMARY_FILE} and no {CONFIG_FILE}, so its cell is unknown")
