@@ -23,9 +23,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from noisybench.artifacts import METRICS_FILE, read_summary
-from noisybench.leaderboard import CELL_KEYS, Leaderboard
-from noisybench.leaderboard.render import column_labels, column_order, row_labels, row_order
-from noisybench.leaderboard.runs import COMPLETED, fixed_rate
+from noisybench.leaderboard import Leaderboard
+from noisybench.leaderboard.render import column_labels, column_order, row_labels, row_order, varying_keys
+from noisybench.leaderboard.runs import COMPLETED, cell_keys, fixed_rate
 
 log = logging.getLogger(__name__)
 
@@ -166,15 +166,31 @@ def plot_sweep(board: Leaderboard, out_dir: Path | None = None, metric: str = "l
 
 
 def _labelled(cells: pd.DataFrame) -> pd.DataFrame:
-    """Cells with their table row (``row``) and column (``column``) labels, as the leaderboard prints them."""
-    parts = [group.assign(row=row_labels(group), column=column_labels(group))
+    """Cells with their table row (``row``) and column (``column``) labels, as the leaderboard prints
+    them, and their line in a plot: its label (``line``: the row and the values of the config keys
+    its table shows beside it) and its place among the lines (``line_order``)."""
+    parts = [_lines(group.assign(row=row_labels(group), column=column_labels(group)))
              for _, group in cells.groupby(["dataset", "model", "epochs"], sort=False)]
-    return pd.concat(parts) if parts else cells.assign(row=[], column=[])
+    return pd.concat(parts) if parts else cells.assign(row=[], column=[], line=[], line_order=[])
+
+
+def _lines(table: pd.DataFrame) -> pd.DataFrame:
+    keys = varying_keys(table)
+    swept = list(table[keys].itertuples(index=False, name=None))
+    return table.assign(
+        line=[" · ".join([row, *(f"{k}={v}" for k, v in zip(keys, values))])
+              for row, values in zip(table["row"], swept)],
+        line_order=[row_order(row, loss, values) for row, loss, values in zip(table["row"], table["loss"], swept)])
 
 
 def plot_acc_vs_rate(cells: pd.DataFrame, path: Path, metric: str = "last") -> Path:
-    """Test accuracy (mean ± std over seeds) vs noise rate, one line per loss, one panel per dataset
-    and noise type. Clean runs (noise ``none``) start every line of their dataset at rate 0; a
+    """``acc_vs_rate_figure`` written to ``path``."""
+    return _save(acc_vs_rate_figure(cells, metric), path)
+
+
+def acc_vs_rate_figure(cells: pd.DataFrame, metric: str = "last") -> Figure:
+    """Test accuracy (mean ± std over seeds) vs noise rate, one line per loss setting, one panel per
+    dataset and noise type. Clean runs (noise ``none``) start every line of their dataset at rate 0; a
     noise type with a fixed rate (CIFAR-N) is placed at its realised rate."""
     done = _labelled(cells[cells["n_seeds"] > 0])
     done = done.assign(x=done["rate"].where(~done["noise"].map(fixed_rate), done["realised_rate"]))
@@ -192,15 +208,14 @@ def plot_acc_vs_rate(cells: pd.DataFrame, path: Path, metric: str = "last") -> P
         if not keys:
             panels.append((f"{dataset} · clean", "none", clean[clean["dataset"] == dataset]))
     setups = done[["model", "epochs"]].drop_duplicates()
-    line_keys = sorted({(m, e, r, loss) for m, e, r, loss in zip(done["model"], done["epochs"], done["row"],
-                                                                 done["loss"])},
-                       key=lambda k: (k[0], k[1], row_order(k[2], k[3])))
+    order = dict(zip(zip(done["model"], done["epochs"], done["line"]), done["line_order"]))
+    line_keys = sorted(order, key=lambda k: (k[0], k[1], order[k]))
     colours = dict(zip(line_keys, _colours(len(line_keys))))
     labels = {key: key[2] if len(setups) == 1 else f"{key[2]} · {key[0]} · {key[1]} ep" for key in line_keys}
     fig, axes = _figure(len(panels), labels.values())
     handles = {}
     for ax, (title, noise, panel) in zip(axes, panels):
-        for key, line in panel.groupby(["model", "epochs", "row", "loss"], sort=False):
+        for key, line in panel.groupby(["model", "epochs", "line"], sort=False):
             line = line.sort_values("x")
             mean, std = line[f"{metric}_mean"], line[f"{metric}_std"].fillna(0.0)
             label = labels[key]
@@ -212,13 +227,14 @@ def plot_acc_vs_rate(cells: pd.DataFrame, path: Path, metric: str = "last") -> P
                ylabel=f"test accuracy (%), {metric} epoch")
         ax.grid(alpha=0.3)
     _legend(fig, list(handles.values()), list(handles))
-    return _save(fig, path)
+    return fig
 
 
 def plot_acc_vs_epoch(board: Leaderboard, out_dir: Path) -> list[Path]:
     """Per dataset, model and epoch count: test accuracy vs epoch, mean over the completed seeds of
-    each cell, one line per loss, one panel per noise column."""
+    each cell, one line per loss setting, one panel per noise column."""
     curves = mean_curves(board.runs[board.runs["status"] == COMPLETED])
+    keys = cell_keys(board.cells)
     done = _labelled(board.cells[board.cells["n_seeds"] > 0])
     paths = []
     for (dataset, model, epochs), group in done.groupby(["dataset", "model", "epochs"], sort=True):
@@ -226,17 +242,18 @@ def plot_acc_vs_epoch(board: Leaderboard, out_dir: Path) -> list[Path]:
                                                               group["column"])}.items(),
                          key=lambda kv: column_order(*kv[0]))
         column_names = list(dict.fromkeys(c for _, c in columns))
-        row_names = sorted(set(zip(group["row"], group["loss"])), key=lambda rl: row_order(*rl))
-        colours = dict(zip((r for r, _ in row_names), _colours(len(row_names))))
+        order = dict(zip(group["line"], group["line_order"]))
+        lines = sorted(order, key=order.get)
+        colours = dict(zip(lines, _colours(len(lines))))
         fig, axes = _figure(len(column_names), colours, sharey=True)
         handles = {}
         for ax, column in zip(axes, column_names):
-            for cell in group[group["column"] == column].itertuples():
-                curve = curves.get(tuple(getattr(cell, k) for k in CELL_KEYS))
+            for cell in group[group["column"] == column].to_dict("records"):
+                curve = curves.get(tuple(cell[k] for k in keys))
                 if curve is None:
                     continue
-                (handle,) = ax.plot(curve.index, curve, color=colours[cell.row], lw=1.2, label=cell.row)
-                handles.setdefault(cell.row, handle)
+                (handle,) = ax.plot(curve.index, curve, color=colours[cell["line"]], lw=1.2, label=cell["line"])
+                handles.setdefault(cell["line"], handle)
             ax.set(title=column, xlabel="epoch", ylabel="test accuracy (%)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
@@ -247,11 +264,11 @@ def plot_acc_vs_epoch(board: Leaderboard, out_dir: Path) -> list[Path]:
 
 
 def mean_curves(runs: pd.DataFrame) -> dict[tuple, pd.Series]:
-    """Test accuracy (%) per epoch, mean over the runs of each cell (keyed by its ``CELL_KEYS``).
+    """Test accuracy (%) per epoch, mean over the runs of each cell (keyed by its ``cell_keys``).
     A run whose metrics.csv cannot be read is left out (the leaderboard already counted it)."""
     cell_ids: dict[tuple, int] = {}
     frames = []
-    for key, run_dir in zip(zip(*(runs[k] for k in CELL_KEYS)), runs["run_dir"]):
+    for key, run_dir in zip(runs[cell_keys(runs)].itertuples(index=False, name=None), runs["run_dir"]):
         try:
             metrics = read_metrics(Path(run_dir), ["epoch", "test_acc"])
         except (OSError, ValueError) as e:  # pandas' parser errors are ValueErrors

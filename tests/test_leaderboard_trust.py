@@ -1,12 +1,15 @@
 """Results a user can trust: folders without a run, settings kept apart, unreadable metrics, plots, bands."""
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
 from helpers import compose_config
-from noisybench.leaderboard import NoRunsError, make_leaderboard
-from test_leaderboard import cell, write_run
+from noisybench.artifacts import fingerprint
+from noisybench.leaderboard import CELL_KEYS, LEADERBOARD_COLUMNS, NoRunsError, make_leaderboard
+from noisybench.plots import acc_vs_rate_figure, mean_curves
+from test_leaderboard import write_run
 
 
 def write_config(run_dir, overrides: list[str] = ()) -> None:
@@ -26,3 +29,112 @@ def test_a_folder_whose_config_was_rejected_is_not_a_run(tmp_path):
     assert "1.5" not in board.markdown()
     with pytest.raises(NoRunsError, match="no runs under"):
         make_leaderboard(rejected)
+
+
+def write_digits_run(run_dir, overrides: list[str], acc: float, *, old_style: bool = False):
+    """A completed digits run of the composed config: its summary.json records the config's fingerprint
+    (``old_style``: no fingerprint, as runs written before it; only .hydra/config.yaml tells the settings)."""
+    cfg = compose_config(overrides)
+    write_config(run_dir, overrides)
+    extra = {} if old_style else {"config": fingerprint(cfg)}
+    return write_run(run_dir, acc, seed=cfg.seed, dataset="digits", model="small_cnn", rate=cfg.noise.rate,
+                     epochs=cfg.trainer.epochs, **extra)
+
+
+def test_a_learning_rate_sweep_is_three_cells_of_four_seeds_with_a_trainer_lr_column(tmp_path):
+    # python -m noisybench --multirun trainer.lr=0.5,2,8 trainer.grad_clip=null seed=0,1,2,3 trainer.epochs=3
+    for lr, acc in (("0.5", 0.9), ("2", 0.5), ("8", 0.1)):
+        for seed in range(4):
+            write_digits_run(tmp_path / f"seed={seed},trainer.grad_clip=null,trainer.lr={lr}",
+                             [f"trainer.lr={lr}", "trainer.grad_clip=null", f"seed={seed}", "trainer.epochs=3"],
+                             acc + seed / 100)
+    board = make_leaderboard(tmp_path)
+    assert board.counts() == {"runs": 12, "completed": 12, "failed": 0, "incomplete": 0, "unreadable": 0,
+                              "duplicate": 0}
+    assert board.problems == []
+    assert board.cells["trainer.lr"].tolist() == ["0.5", "2", "8"]
+    assert board.cells["n_seeds"].tolist() == [4, 4, 4]
+    assert board.cells["last_mean"].tolist() == pytest.approx([91.5, 51.5, 11.5])
+    paths = board.write()
+    header = paths["csv"].read_text().splitlines()[0].split(",")
+    # The swept key follows the cell's other columns; keys equal in every run (grad_clip, epochs) add none.
+    assert header[:9] == [*CELL_KEYS, "trainer.lr"] and header[9:] == list(LEADERBOARD_COLUMNS[8:])
+    md = paths["md"].read_text()
+    assert "| loss | trainer.lr | symmetric 0 |" in md
+    assert "| ce | 0.5 | **91.50 ± 1.29** |" in md and "| ce | 8 | 11.50 ± 1.29 |" in md
+    tex = paths["tex"].read_text()
+    assert r"Loss & trainer.lr & symmetric 0 \\" in tex and r"ce & 2 & $51.50 \pm 1.29$ \\" in tex
+    assert board.report().endswith("12 completed; 3 cells (told apart also by trainer.lr).")
+
+
+def test_a_subset_and_the_full_training_set_are_two_cells_though_only_hydra_configs_tell_them_apart(tmp_path):
+    # python -m noisybench --multirun dataset.train_size=300,null trainer.epochs=2, by runs whose
+    # summary.json predates the recorded config
+    write_digits_run(tmp_path / "dataset.train_size=300", ["dataset.train_size=300", "trainer.epochs=2"], 0.6,
+                     old_style=True)
+    write_digits_run(tmp_path / "dataset.train_size=null", ["dataset.train_size=null", "trainer.epochs=2"], 0.8,
+                     old_style=True)
+    board = make_leaderboard(tmp_path)
+    assert board.problems == [] and len(board.cells) == 2
+    assert dict(zip(board.cells["dataset.train_size"], board.cells["last_mean"])) == pytest.approx(
+        {"300": 60.0, "null": 80.0})
+    csv = pd.read_csv(board.write()["csv"], keep_default_na=False)
+    assert sorted(csv["dataset.train_size"].astype(str)) == ["300", "null"]
+
+
+def test_the_same_config_and_seed_twice_is_still_a_duplicate_named_by_its_folder(tmp_path):
+    for sweep in ("sweep1", "sweep2"):
+        for lr in ("0.5", "2"):
+            write_digits_run(tmp_path / sweep / f"trainer.lr={lr}", [f"trainer.lr={lr}", "trainer.epochs=3"], 0.7)
+    board = make_leaderboard(tmp_path)
+    assert board.cells["n_seeds"].tolist() == [1, 1]
+    assert [(p.path, p.status) for p in board.problems] == [("sweep2/trainer.lr=0.5", "duplicate"),
+                                                           ("sweep2/trainer.lr=2", "duplicate")]
+    assert "sweep1/trainer.lr=0.5" in board.problems[0].detail and "trainer.lr=0.5" in board.problems[0].cell
+
+
+def test_a_config_that_cannot_be_resolved_leaves_its_run_apart_not_the_leaderboard_crashed(tmp_path, caplog):
+    write_digits_run(tmp_path / "a", ["trainer.lr=0.5", "trainer.epochs=3"], 0.7, old_style=True)
+    write_digits_run(tmp_path / "b", ["trainer.lr=2", "trainer.epochs=3"], 0.6, old_style=True)
+    odd = write_digits_run(tmp_path / "c", ["trainer.lr=0.5", "trainer.epochs=3"], 0.5, old_style=True)
+    config = odd / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 0.5", "lr: ${oc.env:NOISYBENCH_NO_SUCH_VARIABLE}"))
+    board = make_leaderboard(tmp_path)
+    assert board.problems == []
+    assert dict(zip(board.cells["trainer.lr"], board.cells["last_mean"])) == pytest.approx(
+        {"0.5": 70.0, "2": 60.0, "?": 50.0})
+    assert str(config) in caplog.text and "NOISYBENCH_NO_SUCH_VARIABLE" in caplog.text
+
+
+def test_paper_numbers_still_match_cells_split_by_a_swept_key(tmp_path):
+    # eps-softmax Table 2, CIFAR-10 NCE+RCE Sym 0.4: 85.13 (last epoch), whatever the batch size
+    for batch_size in (64, 128):
+        config = {"dataset": {"name": "cifar10"}, "noise": {}, "model": {"name": "cnn8"}, "loss": {}, "seed": 0,
+                  "trainer": {"epochs": 120, "batch_size": batch_size, "device": f"cuda:{batch_size // 64}"}}
+        write_run(tmp_path / str(batch_size), 0.85, loss="nce_rce", dataset="cifar10", model="cnn8", config=config)
+    config["trainer"]["batch_size"] = 256
+    write_run(tmp_path / "mnist", 0.99, config=config)
+    board = make_leaderboard(tmp_path)
+    cifar10 = board.cells[board.cells["dataset"] == "cifar10"]
+    assert cifar10["trainer.batch_size"].tolist() == ["64", "128"]
+    assert cifar10["paper"].tolist() == [85.13, 85.13]
+    assert "trainer.device" not in board.cells  # runtime settings never split a cell
+    # A table shows the keys that differ between its own cells.
+    md = board.markdown()
+    assert "| loss | trainer.batch_size | symmetric 0.4 |" in md and "| ce | **99.00** |" in md
+    assert "| nce_rce | 64 | **85.00** (paper 85.13) |" in md
+
+
+def test_sweep_curves_and_lines_keep_swept_settings_apart(tmp_path):
+    for lr, acc in (("0.5", 0.9), ("8", 0.1)):
+        for seed in range(2):
+            run = write_digits_run(tmp_path / f"lr{lr}_{seed}", [f"trainer.lr={lr}", f"seed={seed}",
+                                                                  "trainer.epochs=2"], acc)
+            (run / "metrics.csv").write_text(f"epoch,test_acc\n1,{acc / 2}\n2,{acc}\n")
+    board = make_leaderboard(tmp_path)
+    curves = mean_curves(board.runs)
+    assert sorted(key[-1] for key in curves) == ["0.5", "8"]
+    for key, curve in curves.items():
+        assert curve.tolist() == pytest.approx({"0.5": [45.0, 90.0], "8": [5.0, 10.0]}[key[-1]])
+    fig = acc_vs_rate_figure(board.cells)
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:2] == ["ce · trainer.lr=0.5", "ce · trainer.lr=8"]

@@ -1,7 +1,8 @@
 """The leaderboard: runs grouped into cells, seeds averaged, the papers' numbers beside ours.
 
 A cell is one setting (``CELL_KEYS``: dataset, model, noise type and variant, rate, epochs, loss
-and every resolved loss hyperparameter); what varies inside it is the seed. Only completed runs
+and every resolved loss hyperparameter, and each config key whose value differs between the
+runs, e.g. ``trainer.lr``: see runs.py); what varies inside it is the seed. Only completed runs
 are averaged: diverged and failed runs are counted in ``n_failed``, runs without a final summary
 in ``n_incomplete``. Accuracies are in percent; std is the sample std (ddof=1), as APL's
 collector (``statistics.stdev``) and JAL/eps-softmax (torch ``std``) report it.
@@ -18,14 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .runs import (CELL_KEYS, COMPLETED, FAILED_STATUSES, INCOMPLETE_STATUSES, Problem, collect_runs,
-                   fixed_rate)
+from .runs import (CELL_KEYS, COMPLETED, FAILED_STATUSES, INCOMPLETE_STATUSES, Problem, cell_keys, collect_runs,
+                   fixed_rate, swept_keys, value_order)
 
 PAPER_RESULTS_FILE = "paper_results.csv"
 METRICS = ("last", "best")  # test accuracy at the last epoch, and at the best epoch
 PAPER_COLUMNS = ("paper", "paper_std", "paper_metric", "paper_source")
 STAT_COLUMNS = ("n_seeds", "n_failed", "n_incomplete", "last_mean", "last_std", "best_mean", "best_std",
                 "seeds", "realised_rate")
+# The columns of every leaderboard; swept config keys (runs.py) follow CELL_KEYS where there are any.
 LEADERBOARD_COLUMNS = (*CELL_KEYS, *STAT_COLUMNS, *PAPER_COLUMNS, "delta")
 OUTPUT_FILES = {"csv": "leaderboard.csv", "md": "leaderboard.md", "tex": "leaderboard.tex"}
 
@@ -117,19 +119,27 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         _realised=pd.to_numeric(runs["realised_rate"], errors="coerce"),
         _seed=runs["seed"].where(done),
     )
-    grouped = frame.groupby(list(CELL_KEYS), sort=True)
-    cells = grouped.agg(
+    keys = cell_keys(runs)
+    cells = frame.groupby(keys).agg(
         n_seeds=("_done", "sum"), n_failed=("_failed", "sum"), n_incomplete=("_incomplete", "sum"),
         last_mean=("_last", "mean"), last_std=("_last", "std"),
         best_mean=("_best", "mean"), best_std=("_best", "std"),
         seeds=("_seed", lambda s: " ".join(str(int(v)) for v in sorted(s.dropna()))),
         realised_rate=("_realised", "mean"), params=("params", "first"),
-    )
-    return cells.reset_index()
+    ).reset_index()
+    swept = swept_keys(runs)
+    # Swept values in numeric order: lr 0.5, 2, 10 rather than 0.5, 10, 2.
+    return cells.sort_values(keys, key=lambda column: column.map(value_order) if column.name in swept else column,
+                             ignore_index=True)
+
+
+def leaderboard_columns(frame: pd.DataFrame) -> list[str]:
+    """``LEADERBOARD_COLUMNS`` with the frame's swept config keys after CELL_KEYS."""
+    return [*cell_keys(frame), *LEADERBOARD_COLUMNS[len(CELL_KEYS):]]
 
 
 def build_leaderboard(runs: pd.DataFrame, papers: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The leaderboard table (``LEADERBOARD_COLUMNS``, plus the loss hyperparameters as dicts in
+    """The leaderboard table (``leaderboard_columns``, plus the loss hyperparameters as dicts in
     ``params``) from the rows of ``collect_runs``."""
     if runs.empty:
         return pd.DataFrame(columns=[*LEADERBOARD_COLUMNS, "params"])
@@ -138,7 +148,7 @@ def build_leaderboard(runs: pd.DataFrame, papers: pd.DataFrame | None = None) ->
     ours = np.where(paper["paper_metric"] == "best", cells["best_mean"], cells["last_mean"])
     cells = pd.concat([cells, paper], axis=1)
     cells["delta"] = ours - cells["paper"]
-    return cells[[*LEADERBOARD_COLUMNS, "params"]]
+    return cells[[*leaderboard_columns(runs), "params"]]
 
 
 @dataclass
@@ -189,7 +199,7 @@ class Leaderboard:
         paths = {kind: out / name for kind, name in OUTPUT_FILES.items()}
         # Replaced atomically: a reader (or a second sweep writing the same leaderboard) never
         # sees a half-written file.
-        texts = {"csv": self.cells[list(LEADERBOARD_COLUMNS)].to_csv(index=False),
+        texts = {"csv": self.cells[leaderboard_columns(self.cells)].to_csv(index=False),
                  "md": self.markdown(), "tex": self.latex()}
         for kind, text in texts.items():
             tmp = paths[kind].with_name(f".{paths[kind].name}.{os.getpid()}.tmp")

@@ -3,7 +3,8 @@
 One table per dataset, model and epoch count, for the last and for the best epoch. A cell reads
 "mean ± std" over its completed seeds; the best mean of each column (at the printed precision)
 is bold. The Markdown tables add, in parentheses, the paper's number for the same setting and
-metric and the runs of the cell that were not averaged.
+metric and the runs of the cell that were not averaged. Config keys swept between the runs (e.g.
+``trainer.lr``) are columns beside the loss: a row is one loss setting at one value of each.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
-from .runs import fixed_rate, format_value
+from .runs import fixed_rate, format_value, swept_keys, value_order
 
 if TYPE_CHECKING:
     from .board import Leaderboard
@@ -31,6 +32,8 @@ LEGEND = (
     "and metric (paper), and runs of the cell that are not averaged (failed: diverged or failed; "
     "incomplete: no final summary). Every cell with its hyperparameters: leaderboard.csv."
 )
+SWEPT_LEGEND = ("Columns beside the loss (e.g. trainer.lr): config settings that differ between the runs "
+                "of the table; runs that differ in any setting are never averaged together.")
 
 
 def _differing_keys(dicts: list[dict[str, Any]]) -> list[str]:
@@ -43,15 +46,17 @@ def row_labels(cells: pd.DataFrame) -> pd.Series:
     that tell its rows apart when one loss has several settings.
 
     A preset's cells share one row even where the preset's values differ between columns (as a
-    paper's row does); that row splits by hyperparameters only if one column holds two settings.
+    paper's row does); that row splits by hyperparameters only if one column (at one value of the
+    swept config keys) holds two settings.
     """
+    swept = swept_keys(cells)
     groups: dict[tuple[str, Any], list] = defaultdict(list)
     for idx, loss, params in zip(cells.index, cells["loss"], cells["params"]):
         groups[(loss, params.get("preset"))].append(idx)
     labels = {}
     for (loss, preset), members in groups.items():
         name = f"{loss} [{preset}]" if preset is not None else loss
-        columns = [(cells.at[i, "noise"], cells.at[i, "variant"], cells.at[i, "rate"]) for i in members]
+        columns = [tuple(cells.at[i, k] for k in ("noise", "variant", "rate", *swept)) for i in members]
         if preset is not None and len(set(columns)) == len(columns):
             labels.update({i: name for i in members})
             continue
@@ -64,8 +69,15 @@ def row_labels(cells: pd.DataFrame) -> pd.Series:
     return pd.Series(labels, dtype=object).reindex(cells.index)
 
 
-def row_order(label: str, loss: str) -> tuple:
-    return (loss != BASELINE_LOSS, label)
+def varying_keys(cells: pd.DataFrame) -> list[str]:
+    """The swept config keys whose value differs between these cells (one table's, one plot's):
+    the columns a table shows beside the loss."""
+    return [k for k in swept_keys(cells) if cells[k].nunique() > 1]
+
+
+def row_order(label: str, loss: str, swept: tuple = ()) -> tuple:
+    """A row's place: the baseline loss first, then by label and the swept config values."""
+    return (loss != BASELINE_LOSS, label, tuple(value_order(v) for v in swept))
 
 
 def column_labels(cells: pd.DataFrame) -> pd.Series:
@@ -94,8 +106,9 @@ class Pivot:
 
     title: str
     metric: str
-    rows: list[str]
+    rows: list[tuple[str, ...]]  # the row's label, then its value of each swept key
     columns: list[str]
+    keys: list[str] = field(default_factory=list)  # the swept config keys
     cells: dict[tuple[int, int], Any] = field(default_factory=dict)  # (row, column) -> leaderboard row
     paper: dict[tuple[int, int], float] = field(default_factory=dict)
     bold: set[tuple[int, int]] = field(default_factory=set)
@@ -109,10 +122,13 @@ def pivots(board: Leaderboard) -> list[Pivot]:
     papers = board.papers if board.papers is not None else load_paper_results()
     tables = []
     for (dataset, model, epochs), group in board.cells.groupby(list(TABLE_KEYS), sort=True):
-        rows = row_labels(group)
+        keys = varying_keys(group)
+        rows = pd.Series([(label, *swept) for label, swept in
+                          zip(row_labels(group), group[keys].itertuples(index=False, name=None))],
+                         index=group.index, dtype=object)
         columns = column_labels(group)
         loss_of = dict(zip(rows, group["loss"]))
-        row_names = sorted(loss_of, key=lambda r: row_order(r, loss_of[r]))
+        row_names = sorted(loss_of, key=lambda r: row_order(r[0], loss_of[r], r[1:]))
         column_keys = sorted({(n, v, r): c for n, v, r, c in zip(group["noise"], group["variant"],
                                                                    group["rate"], columns)}.items(),
                              key=lambda kv: column_order(*kv[0]))
@@ -122,7 +138,7 @@ def pivots(board: Leaderboard) -> list[Pivot]:
             f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}")
         for metric in METRICS:
             pivot = Pivot(f"{dataset} · {model} · {epochs} epochs · {metric} epoch", metric, row_names,
-                          column_names, seeds=seeds)
+                          column_names, keys, seeds=seeds)
             paper = match_paper(group, papers, metric)
             for idx, cell in group.iterrows():
                 at = (row_names.index(rows[idx]), column_names.index(columns[idx]))
@@ -173,7 +189,9 @@ def counts_line(board: Leaderboard) -> str:
     parts += [f"{counts[k]} {label}" for k, label in (("failed", "diverged or failed"),
                                                       ("incomplete", "incomplete"), ("unreadable", "unreadable"),
                                                       ("duplicate", "duplicate")) if counts[k]]
-    return f"{counts['runs']} runs under {board.root}: {', '.join(parts)}; {len(board.cells)} cells."
+    keys = swept_keys(board.cells)
+    apart = f" (told apart also by {', '.join(keys)})" if keys else ""
+    return f"{counts['runs']} runs under {board.root}: {', '.join(parts)}; {len(board.cells)} cells{apart}."
 
 
 def _md_escape(text: str) -> str:
@@ -181,7 +199,8 @@ def _md_escape(text: str) -> str:
 
 
 def markdown(board: Leaderboard) -> str:
-    lines = ["# Leaderboard", "", counts_line(board), "", LEGEND, ""]
+    legend = f"{LEGEND} {SWEPT_LEGEND}" if swept_keys(board.cells) else LEGEND
+    lines = ["# Leaderboard", "", counts_line(board), "", legend, ""]
     for pivot in pivots(board):
         def text(at: tuple[int, int]) -> str:
             cell = pivot.cells.get(at)
@@ -194,10 +213,10 @@ def markdown(board: Leaderboard) -> str:
             return value + (f" ({'; '.join(notes)})" if notes else "")
 
         lines += [f"## {pivot.title}", "", f"Seeds per cell: {pivot.seeds}.", "",
-                  "| loss | " + " | ".join(pivot.columns) + " |",
-                  "|---" * (len(pivot.columns) + 1) + "|"]
+                  "| loss | " + " | ".join([*pivot.keys, *pivot.columns]) + " |",
+                  "|---" * (len(pivot.keys) + len(pivot.columns) + 1) + "|"]
         for name, row in zip(pivot.rows, _grid(pivot, text)):
-            lines.append(f"| {name} | " + " | ".join(row) + " |")
+            lines.append("| " + " | ".join([*map(_md_escape, name), *row]) + " |")
         if pivot.sources:
             lines += ["", "Paper numbers: " + "; ".join(pivot.sources) + "."]
         lines.append("")
@@ -233,9 +252,9 @@ def latex(board: Leaderboard) -> str:
         lines += [r"\begin{table}[ht]", r"\centering",
                   f"\\caption{{{tex_escape(pivot.title)}: test accuracy (\\%), seeds per cell: "
                   f"{tex_escape(pivot.seeds)}.}}",
-                  f"\\begin{{tabular}}{{l{'c' * len(pivot.columns)}}}", r"\toprule",
-                  "Loss & " + " & ".join(tex_escape(c) for c in pivot.columns) + r" \\", r"\midrule"]
+                  f"\\begin{{tabular}}{{l{'l' * len(pivot.keys)}{'c' * len(pivot.columns)}}}", r"\toprule",
+                  " & ".join(tex_escape(c) for c in ("Loss", *pivot.keys, *pivot.columns)) + r" \\", r"\midrule"]
         for name, row in zip(pivot.rows, _grid(pivot, text)):
-            lines.append(tex_escape(name) + " & " + " & ".join(row) + r" \\")
+            lines.append(" & ".join([*map(tex_escape, name), *row]) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)

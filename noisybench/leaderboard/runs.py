@@ -6,22 +6,32 @@ The cell of a run (what a leaderboard averages over seeds) is read from ``summar
 that has none yet (killed, or still going) is placed from its ``.hydra/config.yaml``, with the
 loss hyperparameters resolved by ``build_loss`` exactly as the run resolves them.
 ``metrics.csv`` is not parsed here; only the epochs of a run without a summary are counted.
+
+Beyond ``CELL_KEYS``, a cell is told apart by every config key that can change a run's numbers
+(``fingerprint``: trainer minus its runtime settings, dataset, model) and whose value differs
+between the runs read together: such a key, e.g. ``trainer.lr``, becomes a column of its own.
+The config is summary.json's ``config`` field, else (runs written before it) the run's
+.hydra/config.yaml; a run where neither can be read has the value ``?`` in every such column.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from noisybench.artifacts import CHECKPOINT_FILE, METRICS_FILE, NOISY_LABELS_FILE, SUMMARY_FILE, read_summary
+from noisybench.artifacts import (CHECKPOINT_FILE, METRICS_FILE, NOISY_LABELS_FILE, SUMMARY_FILE, fingerprint,
+                                  read_summary)
 from noisybench.noise import NOISE
 from noisybench.noise.human import CIFAR_N_FILES, resolve_key
 from noisybench.registry import ConfigError
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = Path(".hydra") / "config.yaml"
 # Files only a run that started training writes.
@@ -29,6 +39,10 @@ RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, NOISY_LABELS_FILE, CHECKPOINT_FILE)
 
 # What a leaderboard cell is: runs that agree on all of these differ only in their seeds.
 CELL_KEYS = ("dataset", "model", "noise", "variant", "rate", "epochs", "loss", "loss_params")
+# Config keys (and sections) that CELL_KEYS already carry, or that differ between the seeds of one
+# cell (seed, noise.seed): never columns of their own.
+CELL_CONFIG_KEYS = ("seed", "noise", "loss", "dataset.name", "model.name", "trainer.epochs")
+UNKNOWN = "?"  # a config key's value in a run whose config cannot be read, or that lacks the key
 
 COMPLETED = "completed"
 FAILED_STATUSES = ("diverged", "failed")
@@ -85,6 +99,14 @@ def format_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)
+
+
+def value_order(text: str) -> tuple:
+    """A formatted value's place: numbers in numeric order (0.5 < 2 < 10), then text."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
 
 
 def params_label(params: Mapping[str, Any]) -> str:
@@ -238,10 +260,68 @@ def _cell(dataset: str, model: str, noise: str, noise_fields: Mapping[str, Any],
             "loss_params": params_label(params), "params": params}
 
 
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if any(name == k or name.startswith(f"{k}.") for k in CELL_CONFIG_KEYS):
+            continue
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = format_value(value)
+    return flat
+
+
+def config_values(summary: Mapping[str, Any] | None, run_dir: Path) -> dict[str, str] | None:
+    """The run's config beyond its cell columns, as dotted keys and formatted values (``{"trainer.lr":
+    "0.5"}``), from summary.json's ``config``, else from .hydra/config.yaml; None when neither can be read."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        if summary is not None and summary.get("config") is not None:
+            source, tree = run_dir / SUMMARY_FILE, summary["config"]
+        elif (run_dir / CONFIG_FILE).is_file():
+            source = run_dir / CONFIG_FILE
+            tree = OmegaConf.create(_read_config(run_dir))
+        else:
+            return None
+        return _flatten(fingerprint(tree))
+    # An interpolation that does not resolve here (an unset ${oc.env:...}), a missing section.
+    except (ValueError, KeyError, TypeError, AttributeError, OmegaConfBaseException) as e:
+        log.warning("%s: config unreadable (%s: %s); its settings beyond the cell columns read %r",
+                    source, type(e).__name__, e, UNKNOWN)
+        return None
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """One run's row; ValueError (its message names the file and the fault) when unreadable."""
+    """One run's row, its ``config_values`` under ``config``; ValueError (its message names the file
+    and the fault) when unreadable."""
     summary = read_summary(run_dir)
-    return run_from_config(run_dir) if summary is None else run_from_summary(summary, run_dir)
+    row = run_from_config(run_dir) if summary is None else run_from_summary(summary, run_dir)
+    row["config"] = config_values(summary, run_dir)
+    return row
+
+
+def swept_keys(columns: Iterable[str]) -> list[str]:
+    """The config keys that tell cells apart beyond CELL_KEYS: the dotted names among ``columns``
+    (a frame's columns, or a row's keys)."""
+    return [c for c in columns if "." in c]
+
+
+def cell_keys(frame: pd.DataFrame) -> list[str]:
+    """What identifies a cell of the frame: CELL_KEYS and its swept config keys."""
+    return [*CELL_KEYS, *swept_keys(frame)]
+
+
+def _swept(configs: list[dict[str, str] | None]) -> dict[str, list[str]]:
+    """Each config key whose value differs between the runs that know their config, with every
+    run's value (UNKNOWN where a run does not know it)."""
+    known = [c for c in configs if c is not None]
+    keys = sorted({k for c in known for k in c})
+    return {k: [UNKNOWN if c is None else c.get(k, UNKNOWN) for c in configs]
+            for k in keys if len({c.get(k, UNKNOWN) for c in known}) > 1}
 
 
 RUN_COLUMNS = (*CELL_KEYS, "params", "status", "seed", "noise_seed", "realised_rate", "test_acc_last",
@@ -267,31 +347,36 @@ def collect_runs(root: Path) -> tuple[pd.DataFrame, list[Problem]]:
             continue
         row.update(path=rel, run_dir=str(run_dir))
         rows.append(row)
+    swept = _swept([row.pop("config") for row in rows])
     runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+    for at, (key, values) in enumerate(swept.items(), start=len(CELL_KEYS)):
+        runs.insert(at, key, values)
     runs, duplicates = _drop_duplicates(runs)
     problems += duplicates
-    problems += [Problem(r.path, r.status, r.detail, describe(r)) for r in runs.itertuples() if r.status != COMPLETED]
+    problems += [Problem(r["path"], r["status"], r["detail"], describe(r))
+                 for r in runs[runs["status"] != COMPLETED].to_dict("records")]
     problems.sort(key=lambda p: p.path)
     return runs.reset_index(drop=True), problems
 
 
-def describe(run: Any) -> str:
-    """A run's setting and seed in one line, e.g. ``cifar10 cnn8 symmetric 0.4 nce_rce seed 1``."""
-    noise = run.noise if fixed_rate(run.noise) else f"{run.noise} {run.rate:g}"
-    variant = f" ({run.variant})" if run.variant else ""
-    return f"{run.dataset} {run.model} {noise}{variant} {run.loss} seed {run.seed}"
+def describe(run: Mapping[str, Any]) -> str:
+    """A run's setting and seed in one line, e.g. ``cifar10 cnn8 symmetric 0.4 nce_rce trainer.lr=0.1 seed 1``."""
+    noise = run["noise"] if fixed_rate(run["noise"]) else f"{run['noise']} {run['rate']:g}"
+    variant = f" ({run['variant']})" if run["variant"] else ""
+    swept = "".join(f" {k}={run[k]}" for k in swept_keys(run))
+    return f"{run['dataset']} {run['model']} {noise}{variant} {run['loss']}{swept} seed {run['seed']}"
 
 
 def _drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
     """Keep one run per cell and (seed, noise seed): the same run twice must not count twice."""
     if runs.empty:
         return runs, []
-    key = [*CELL_KEYS, "seed", "noise_seed"]
+    key = [*cell_keys(runs), "seed", "noise_seed"]
     ordered = runs.assign(_rank=runs["status"].map(STATUS_RANK)).sort_values(["_rank", "path"], kind="stable")
     dup = ordered.duplicated(key, keep="first")
     if not dup.any():
         return runs, []
     kept_path = ordered.groupby(key, sort=False, dropna=False)["path"].transform("first")
-    problems = [Problem(r.path, "duplicate", f"same cell and seeds as {kept}; not counted", describe(r))
-                for r, kept in zip(ordered.loc[dup].itertuples(), kept_path[dup])]
+    problems = [Problem(r["path"], "duplicate", f"same cell and seeds as {kept}; not counted", describe(r))
+                for r, kept in zip(ordered.loc[dup].to_dict("records"), kept_path[dup])]
     return ordered.loc[~dup].drop(columns="_rank").sort_values("path"), problems
