@@ -63,4 +63,8 @@ class LeaderboardCallback(Callback):
                 paths += plot_sweep(board, sweep_dir)
             except Exception:
                 log.exception("plotting the sweep failed")
+            if board.unplotted:
+                from noisybench.leaderboard.render import unplotted_report
+
+                log.warning("%s", unplotted_report(board))
         log.info("leaderboard of %d runs: %s", len(board.runs), ", ".join(str(p) for p in paths))

@@ -6,12 +6,13 @@ samples predicted as their noisy label (memorised) and as their true label (corr
 train accuracy on the noisy and on the clean labels. ``plot_sweep(board)`` writes, next to the
 leaderboard, accuracy vs noise rate per loss (one panel per dataset x noise type) and, per
 dataset and model, test accuracy vs epoch (mean over seeds per cell, one panel per noise column).
-Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas, never through pyplot's
+A metrics.csv that cannot be trusted (``read_metrics``) is never plotted nor averaged: the runs
+left out of a sweep's curves are named in ``board.unplotted``. Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas, never through pyplot's
 global state, so that plotting inside a long sweep leaks nothing.
 """
 from __future__ import annotations
 
-import logging
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,7 @@ from matplotlib.figure import Figure
 from noisybench.artifacts import METRICS_FILE, read_summary
 from noisybench.leaderboard import Leaderboard
 from noisybench.leaderboard.render import column_labels, column_order, row_labels, row_order, varying_keys
-from noisybench.leaderboard.runs import COMPLETED, cell_keys, fixed_rate
-
-log = logging.getLogger(__name__)
+from noisybench.leaderboard.runs import COMPLETED, Problem, cell_keys, fixed_rate, format_value
 
 PER_CLASS_PLOT = "per_class_acc.png"
 MEMORISATION_PLOT = "memorisation.png"
@@ -94,13 +93,80 @@ def _run_title(run_dir: Path) -> str:
             f"{realised} · {summary.get('loss')} · seed {summary.get('seed')}")
 
 
-def read_metrics(run_dir: Path, columns: list[str] | None = None) -> pd.DataFrame | None:
-    """The run's metrics.csv, or None when it has no epoch yet; ValueError when it is unreadable."""
+class UnreadableMetrics(ValueError):
+    """A metrics.csv that cannot be trusted; ``reason`` says why."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"unreadable {path}: {reason}")
+        self.reason = reason
+
+
+REQUIRED_METRICS = ("epoch", "test_acc")
+
+
+def _is_share(column: str) -> bool:
+    """An accuracy or a share of samples: a number in [0, 1]."""
+    return column in ("test_acc", "memorised", "corrected") or column.startswith(("test_acc_", "train_acc_"))
+
+
+def _epochs_text(epochs: list) -> str:
+    shown = [format_value(e) for e in epochs]
+    return ", ".join(shown if len(shown) <= 5 else [*shown[:3], "…", shown[-1]])
+
+
+def read_metrics(run_dir: Path, columns: list[str] | None = None, epochs: int | None = None) -> pd.DataFrame | None:
+    """The run's metrics.csv (``columns`` of it; default all), or None when it has no epoch yet.
+
+    UnreadableMetrics (a ValueError) when it cannot be trusted: not CSV, no ``epoch`` or
+    ``test_acc`` column (or one of ``columns``), a value that is not a number, a last line cut
+    short, an accuracy outside [0, 1], epochs other than 1, 2, 3, ... (up to ``epochs``, given).
+    NaN is a number here: a diverged run's loss is one.
+    """
     path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return None
-    metrics = pd.read_csv(path, usecols=columns)
+    if not data:
+        return None
+    # MetricsCSV writes whole lines: a file that does not end with one was cut mid-line.
+    if not data.endswith(b"\n"):
+        raise UnreadableMetrics(path, "last line cut short (no line end)")
+    try:
+        # Blank lines kept (as empty values), so that a row's line in the file is its index + 2.
+        metrics = pd.read_csv(io.BytesIO(data), skip_blank_lines=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise UnreadableMetrics(path, f"not CSV: {str(e).strip()}") from None
+    wanted = list(dict.fromkeys([*REQUIRED_METRICS, *(columns or metrics.columns)]))
+    missing = [c for c in wanted if c not in metrics.columns]
+    if missing:
+        raise UnreadableMetrics(path, f"no column {', '.join(missing)}")
+    metrics = metrics[wanted]
+    for column in wanted:
+        _check_numbers(metrics[column], column, path)
+    found = metrics["epoch"].tolist()
+    if found != list(range(1, len(found) + 1)):
+        raise UnreadableMetrics(path, f"epochs {_epochs_text(found)}, not 1, 2, 3, ...")
+    if epochs is not None and len(found) != epochs:
+        raise UnreadableMetrics(path, f"epochs {_epochs_text(found)} of {epochs}" if found else
+                                f"no epoch of {epochs}")
     return None if metrics.empty else metrics
+
+
+def _check_numbers(values: pd.Series, column: str, path: Path) -> None:
+    numbers = pd.to_numeric(values, errors="coerce")
+    text = numbers.isna() & values.notna()
+    if text.any():
+        line = text.idxmax()
+        raise UnreadableMetrics(path, f"{column}: {values[line]!r} (line {line + 2}) is not a number")
+    share = _is_share(column)
+    if (share or column == "epoch") and numbers.isna().any():
+        count = int(numbers.isna().sum())
+        raise UnreadableMetrics(path, f"{column}: {count} empty value{'s' if count > 1 else ''}")
+    outside = (numbers < 0) | (numbers > 1)
+    if share and outside.any():
+        line = outside.idxmax()
+        raise UnreadableMetrics(path, f"{column}: {format_value(numbers[line])} (line {line + 2}) is outside [0, 1]")
 
 
 def plot_run(run_dir: Path) -> list[Path]:
@@ -157,12 +223,14 @@ def plot_memorisation(metrics: pd.DataFrame, path: Path, title: str = "") -> Pat
 
 def plot_sweep(board: Leaderboard, out_dir: Path | None = None, metric: str = "last") -> list[Path]:
     """Accuracy vs noise rate and accuracy vs epoch for the runs of ``board`` (a Leaderboard),
-    written to ``out_dir`` (default: the leaderboard's root); the paths written."""
+    written to ``out_dir`` (default: the leaderboard's root); the paths written. The completed runs
+    left out of the epoch curves (their metrics.csv missing or unreadable) go to ``board.unplotted``."""
     out = Path(out_dir if out_dir is not None else board.root)
     out.mkdir(parents=True, exist_ok=True)
     if not (board.cells["n_seeds"] > 0).any():
         return []
-    return [plot_acc_vs_rate(board.cells, out / RATE_PLOT, metric), *plot_acc_vs_epoch(board, out)]
+    curves, board.unplotted = mean_curves(board.runs[board.runs["status"] == COMPLETED])
+    return [plot_acc_vs_rate(board.cells, out / RATE_PLOT, metric), *plot_acc_vs_epoch(board, curves, out)]
 
 
 def _labelled(cells: pd.DataFrame) -> pd.DataFrame:
@@ -230,10 +298,9 @@ def acc_vs_rate_figure(cells: pd.DataFrame, metric: str = "last") -> Figure:
     return fig
 
 
-def plot_acc_vs_epoch(board: Leaderboard, out_dir: Path) -> list[Path]:
+def plot_acc_vs_epoch(board: Leaderboard, curves: dict[tuple, pd.Series], out_dir: Path) -> list[Path]:
     """Per dataset, model and epoch count: test accuracy vs epoch, mean over the completed seeds of
-    each cell, one line per loss setting, one panel per noise column."""
-    curves = mean_curves(board.runs[board.runs["status"] == COMPLETED])
+    each cell (``curves``, from ``mean_curves``), one line per loss setting, one panel per noise column."""
     keys = cell_keys(board.cells)
     done = _labelled(board.cells[board.cells["n_seeds"] > 0])
     paths = []
@@ -263,21 +330,27 @@ def plot_acc_vs_epoch(board: Leaderboard, out_dir: Path) -> list[Path]:
     return paths
 
 
-def mean_curves(runs: pd.DataFrame) -> dict[tuple, pd.Series]:
-    """Test accuracy (%) per epoch, mean over the runs of each cell (keyed by its ``cell_keys``).
-    A run whose metrics.csv cannot be read is left out (the leaderboard already counted it)."""
+def mean_curves(runs: pd.DataFrame) -> tuple[dict[tuple, pd.Series], list[Problem]]:
+    """Test accuracy (%) per epoch, mean over the runs of each cell (keyed by its ``cell_keys``), and
+    the runs left out: those whose metrics.csv is missing, unreadable or not of their epoch count."""
     cell_ids: dict[tuple, int] = {}
-    frames = []
-    for key, run_dir in zip(runs[cell_keys(runs)].itertuples(index=False, name=None), runs["run_dir"]):
+    frames, unplotted = [], []
+    keys = runs[cell_keys(runs)].itertuples(index=False, name=None)
+    for key, run_dir, path, epochs in zip(keys, runs["run_dir"], runs["path"], runs["epochs"]):
         try:
-            metrics = read_metrics(Path(run_dir), ["epoch", "test_acc"])
-        except (OSError, ValueError) as e:  # pandas' parser errors are ValueErrors
-            log.warning("%s left out of the accuracy-vs-epoch plot: %s", run_dir, e)
-            continue
-        if metrics is not None:
-            frames.append(metrics.assign(cell=cell_ids.setdefault(key, len(cell_ids))))
+            metrics = read_metrics(Path(run_dir), list(REQUIRED_METRICS), epochs)
+        except UnreadableMetrics as e:
+            reason = e.reason
+        except OSError as e:
+            reason = f"{type(e).__name__}: {e}"
+        else:
+            if metrics is not None:
+                frames.append(metrics.assign(cell=cell_ids.setdefault(key, len(cell_ids))))
+                continue
+            reason = "missing"
+        unplotted.append(Problem(f"{path}/{METRICS_FILE}", "unplotted", reason))
     if not frames:
-        return {}
+        return {}, unplotted
     means = pd.concat(frames, ignore_index=True).groupby(["cell", "epoch"])["test_acc"].mean() * 100
     by_id = {cell: curve.droplevel(0) for cell, curve in means.groupby(level=0)}
-    return {key: by_id[cell] for key, cell in cell_ids.items()}
+    return {key: by_id[cell] for key, cell in cell_ids.items()}, unplotted

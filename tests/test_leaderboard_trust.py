@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 from helpers import compose_config
 from noisybench.artifacts import fingerprint
 from noisybench.leaderboard import CELL_KEYS, LEADERBOARD_COLUMNS, NoRunsError, make_leaderboard
-from noisybench.plots import acc_vs_rate_figure, mean_curves
+from noisybench.leaderboard.__main__ import main as leaderboard_main
+from noisybench.plots import acc_vs_rate_figure, mean_curves, read_metrics
 from test_leaderboard import write_run
 
 
@@ -132,9 +133,57 @@ def test_sweep_curves_and_lines_keep_swept_settings_apart(tmp_path):
                                                                   "trainer.epochs=2"], acc)
             (run / "metrics.csv").write_text(f"epoch,test_acc\n1,{acc / 2}\n2,{acc}\n")
     board = make_leaderboard(tmp_path)
-    curves = mean_curves(board.runs)
+    curves, _ = mean_curves(board.runs)
     assert sorted(key[-1] for key in curves) == ["0.5", "8"]
     for key, curve in curves.items():
         assert curve.tolist() == pytest.approx({"0.5": [45.0, 90.0], "8": [5.0, 10.0]}[key[-1]])
     fig = acc_vs_rate_figure(board.cells)
     assert [t.get_text() for t in fig.legends[0].get_texts()][:2] == ["ce · trainer.lr=0.5", "ce · trainer.lr=8"]
+
+
+GOOD_METRICS = "epoch,lr,train_loss,test_acc\n1,0.1,nan,0.25\n2,0.1,2.5,0.5\n3,0.1,2.0,0.75\n"
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe garbage\n", "not CSV"),
+    (b'{"epoch": 1, "test_acc": 0.5}\n', "no column epoch"),
+    (b"epoch,loss\n1,2.0\n", "no column test_acc"),
+    (b"epoch,test_acc\n1,0.25\n2,0.5\n3,0.7", "last line cut short"),
+    (b"epoch,test_acc\n1,0.25\n2,0.5\n3,\n", "test_acc: 1 empty value"),
+    (b"epoch,test_acc\n1,0.25\n2,abc\n3,0.75\n", "test_acc: 'abc' (line 3) is not a number"),
+    (b"epoch,test_acc\n1,25.0\n2,50.0\n3,75.0\n", "test_acc: 25 (line 2) is outside [0, 1]"),
+    (b"epoch,test_acc\n1,0.25\n1,0.5\n3,0.75\n", "epochs 1, 1, 3"),
+], ids=["binary", "json", "no-test_acc", "truncated", "empty", "text", "percent", "epochs"])
+def test_metrics_that_cannot_be_trusted_are_refused_with_the_file_and_the_fault(tmp_path, content, reason):
+    (tmp_path / "metrics.csv").write_bytes(content)
+    with pytest.raises(ValueError) as e:
+        read_metrics(tmp_path, ["epoch", "test_acc"])
+    assert reason in str(e.value) and str(tmp_path / "metrics.csv") in str(e.value)
+
+
+def test_good_metrics_are_read_with_a_diverged_loss_and_checked_against_the_epoch_count(tmp_path):
+    (tmp_path / "metrics.csv").write_text(GOOD_METRICS)
+    assert read_metrics(tmp_path, ["epoch", "test_acc"], epochs=3)["test_acc"].tolist() == [0.25, 0.5, 0.75]
+    assert read_metrics(tmp_path)["train_loss"].isna().tolist() == [True, False, False]
+    with pytest.raises(ValueError, match=r"epochs 1, 2, 3 of 5"):
+        read_metrics(tmp_path, ["epoch", "test_acc"], epochs=5)
+
+
+def test_runs_with_unreadable_metrics_are_named_and_left_out_of_the_curves(tmp_path, capsys):
+    for seed, name in enumerate(("good0", "good1", "garbage", "truncated")):
+        write_run(tmp_path / name, 0.75, seed=seed, epochs=3)
+    for name, accs in (("good0", (0.2, 0.4, 0.6)), ("good1", (0.4, 0.6, 0.8))):
+        (tmp_path / name / "metrics.csv").write_text("epoch,test_acc\n" + "".join(
+            f"{e},{a}\n" for e, a in enumerate(accs, 1)))
+    (tmp_path / "garbage" / "metrics.csv").write_bytes(b"\x00\x9f\x92\x96 not a table \xff\n")
+    (tmp_path / "truncated" / "metrics.csv").write_text("epoch,test_acc\n1,0.9\n2,0.9\n3,0.")
+    board = make_leaderboard(tmp_path)
+    curves, unplotted = mean_curves(board.runs)
+    assert list(curves.values())[0].tolist() == pytest.approx([30.0, 50.0, 70.0])
+    assert [(p.path, p.status) for p in unplotted] == [("garbage/metrics.csv", "unplotted"),
+                                                      ("truncated/metrics.csv", "unplotted")]
+    assert leaderboard_main([str(tmp_path), "--plots"]) == 0
+    out = capsys.readouterr().out
+    assert "not plotted: 2 runs with unreadable metrics.csv:" in out
+    assert "  garbage/metrics.csv (not CSV: " in out and "  truncated/metrics.csv (last line cut short" in out
+    assert (tmp_path / "acc_vs_epoch_mnist_cnn4_3ep.png").is_file()

@@ -80,11 +80,13 @@ def test_epoch_curves_average_the_seeds_of_each_cell(tmp_path):
     for seed, accs in enumerate(((0.1, 0.2, 0.6), (0.3, 0.4, 0.8))):
         run = write_run(tmp_path / f"ce_{seed}", accs[-1], seed=seed, epochs=3)
         (run / "metrics.csv").write_text("epoch,test_acc\n" + "".join(f"{e},{a}\n" for e, a in enumerate(accs, 1)))
-    run = write_run(tmp_path / "gce", 0.5, loss="gce", epochs=3)
+    run = write_run(tmp_path / "gce", 0.5, loss="gce", epochs=1)
     (run / "metrics.csv").write_text("epoch,test_acc\n1,0.5\n")
     (write_run(tmp_path / "broken", 0.5, loss="sce", epochs=3) / "metrics.csv").write_text("epoch,loss\n1,2\n")
     board = make_leaderboard(tmp_path)
-    curves = {key[6]: curve for key, curve in mean_curves(board.runs).items()}
+    curves, unplotted = mean_curves(board.runs)
+    curves = {key[6]: curve for key, curve in curves.items()}
     assert sorted(curves) == ["ce", "gce"]
+    assert [(p.path, p.detail) for p in unplotted] == [("broken/metrics.csv", "no column test_acc")]
     assert curves["ce"].tolist() == pytest.approx([20.0, 30.0, 70.0])
     assert curves["ce"].index.tolist() == [1, 2, 3] and curves["gce"].tolist() == pytest.approx([50.0])

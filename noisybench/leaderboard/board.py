@@ -160,6 +160,8 @@ class Leaderboard:
     cells: pd.DataFrame
     problems: list[Problem] = field(default_factory=list)
     papers: pd.DataFrame | None = None
+    # Completed runs left out of the sweep plots' epoch curves (filled in by plots.plot_sweep).
+    unplotted: list[Problem] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         status = self.runs["status"]
@@ -183,13 +185,15 @@ class Leaderboard:
         return latex(self)
 
     def report(self) -> str:
-        """The run counts and the runs that are not averaged, for the terminal."""
-        from .render import counts_line
+        """The run counts, the runs that are not averaged and those not plotted, for the terminal."""
+        from .render import counts_line, unplotted_report
 
         lines = [counts_line(self)]
         if self.problems:
             lines.append("not averaged:")
             lines += ["  " + "  ".join(filter(None, (p.path, p.status, p.cell, p.detail))) for p in self.problems]
+        if self.unplotted:
+            lines.append(unplotted_report(self))
         return "\n".join(lines)
 
     def write(self, out_dir: Path | None = None) -> dict[str, Path]:

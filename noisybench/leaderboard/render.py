@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
+from noisybench.artifacts import METRICS_FILE
+
 from .runs import fixed_rate, format_value, swept_keys, value_order
 
 if TYPE_CHECKING:
@@ -192,6 +194,13 @@ def counts_line(board: Leaderboard) -> str:
     keys = swept_keys(board.cells)
     apart = f" (told apart also by {', '.join(keys)})" if keys else ""
     return f"{counts['runs']} runs under {board.root}: {', '.join(parts)}; {len(board.cells)} cells{apart}."
+
+
+def unplotted_report(board: Leaderboard) -> str:
+    """The runs left out of the sweep plots' epoch curves, one line each."""
+    n = len(board.unplotted)
+    return "\n".join([f"not plotted: {n} run{'s' if n > 1 else ''} with unreadable {METRICS_FILE}:",
+                      *(f"  {p.path} ({p.detail})" for p in board.unplotted)])
 
 
 def _md_escape(text: str) -> str:
