@@ -187,3 +187,19 @@ def test_runs_with_unreadable_metrics_are_named_and_left_out_of_the_curves(tmp_p
     assert "not plotted: 2 runs with unreadable metrics.csv:" in out
     assert "  garbage/metrics.csv (not CSV: " in out and "  truncated/metrics.csv (last line cut short" in out
     assert (tmp_path / "acc_vs_epoch_mnist_cnn4_3ep.png").is_file()
+
+
+def test_the_leaderboard_command_writes_the_sweep_plots_unless_told_not_to(tmp_path, capsys):
+    plots = [tmp_path / "acc_vs_rate.png", tmp_path / "acc_vs_epoch_mnist_cnn4_3ep.png"]
+    for seed in range(2):
+        run = write_run(tmp_path / str(seed), 0.5, seed=seed, epochs=3)
+        (run / "metrics.csv").write_text("epoch,test_acc\n1,0.1\n2,0.3\n3,0.5\n")
+    assert leaderboard_main([str(tmp_path), "--no-plots"]) == 0
+    assert not any(p.exists() for p in plots) and "acc_vs" not in capsys.readouterr().out
+    assert leaderboard_main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert all(p.stat().st_size > 0 and str(p) in out for p in plots)
+    for p in plots:
+        p.unlink()
+    assert leaderboard_main([str(tmp_path), "--plots"]) == 0  # the old flag, still accepted
+    assert all(p.is_file() for p in plots)

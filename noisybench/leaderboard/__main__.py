@@ -1,4 +1,5 @@
-"""``python -m noisybench.leaderboard DIR [--out OUT] [--plots]``: the leaderboard of every run under DIR."""
+"""``python -m noisybench.leaderboard DIR [--out OUT] [--no-plots]``: the leaderboard of every run under DIR,
+and the same sweep plots a sweep writes at its end."""
 from __future__ import annotations
 
 import argparse
@@ -12,11 +13,13 @@ from .runs import NoRunsError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m noisybench.leaderboard",
-        description="Average the seeds of every run under DIR into leaderboard.csv, .md and .tex.")
+        description="Average the seeds of every run under DIR into leaderboard.csv, .md and .tex, and plot "
+                    "accuracy vs noise rate and accuracy vs epoch.")
     parser.add_argument("dir", type=Path, metavar="DIR", help="folder searched recursively for run directories")
     parser.add_argument("--out", type=Path, default=None, help="where to write the files (default: DIR)")
-    parser.add_argument("--plots", action="store_true",
-                        help="also write the sweep plots (accuracy vs noise rate, accuracy vs epoch)")
+    parser.add_argument("--no-plots", dest="plots", action="store_false", help="write the tables only")
+    # Plots were opt-in before: scripts that still ask for them keep working.
+    parser.add_argument("--plots", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         board = make_leaderboard(args.dir)
