@@ -4,11 +4,12 @@
 epoch (as Figure 1 of the SCE paper) and the memorisation curves: the share of flipped training
 samples predicted as their noisy label (memorised) and as their true label (corrected), beside
 train accuracy on the noisy and on the clean labels. ``plot_sweep(board)`` writes, next to the
-leaderboard, accuracy vs noise rate per loss (one panel per dataset x noise type) and, per
-dataset and model, test accuracy vs epoch (mean over seeds per cell, one panel per noise column).
-A metrics.csv that cannot be trusted (``read_metrics``) is never plotted nor averaged: the runs
-left out of a sweep's curves are named in ``board.unplotted``. Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas, never through pyplot's
-global state, so that plotting inside a long sweep leaks nothing.
+leaderboard, accuracy vs noise rate per loss (mean over seeds, shaded ± 1 sample std; one panel
+per dataset x noise type) and, per dataset and model, test accuracy vs epoch (mean over seeds per
+cell, one panel per noise column). A metrics.csv that cannot be trusted (``read_metrics``) is
+never plotted nor averaged: the runs left out of a sweep's curves are named in
+``board.unplotted``. Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas,
+never through pyplot's global state, so that plotting inside a long sweep leaks nothing.
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -46,8 +49,8 @@ def _figure(panels: int, legend_labels: Any = (), sharey: bool = False) -> tuple
     """
     cols = min(panels, MAX_PANEL_COLUMNS)
     rows = math.ceil(panels / cols)
-    labels = list(legend_labels)
-    legend_width = LEGEND_HANDLE + LEGEND_CHAR * max(map(len, labels)) if labels else 0.0
+    lines = [line for label in legend_labels for line in label.split("\n")]
+    legend_width = LEGEND_HANDLE + LEGEND_CHAR * max(map(len, lines)) if lines else 0.0
     width = PANEL_SIZE[0] * cols + legend_width
     height = PANEL_SIZE[1] * rows + TITLE_HEIGHT
     fig = Figure(figsize=(width, height))
@@ -256,10 +259,19 @@ def plot_acc_vs_rate(cells: pd.DataFrame, path: Path, metric: str = "last") -> P
     return _save(acc_vs_rate_figure(cells, metric), path)
 
 
+def band_label(n_seeds: list[int]) -> str:
+    """The legend entry of the rate plot's shaded bands, given the seed counts of the points they span."""
+    low, high = min(n_seeds), max(n_seeds)
+    n = f"{low}" if low == high else f"{low}–{high}"
+    return f"lines: mean over seeds\nshaded, between points of ≥ 2\nseeds: ± 1 sample std (ddof=1),\nn = {n} seeds"
+
+
 def acc_vs_rate_figure(cells: pd.DataFrame, metric: str = "last") -> Figure:
-    """Test accuracy (mean ± std over seeds) vs noise rate, one line per loss setting, one panel per
-    dataset and noise type. Clean runs (noise ``none``) start every line of their dataset at rate 0; a
-    noise type with a fixed rate (CIFAR-N) is placed at its realised rate."""
+    """Test accuracy vs noise rate, one line per loss setting, one panel per dataset and noise type:
+    the mean over seeds, shaded ± 1 sample std (ddof=1, as the tables) between neighbouring points
+    that both have two seeds or more (a single seed has no std). Clean runs (noise ``none``) start
+    every line of their dataset at rate 0; a noise type with a fixed rate (CIFAR-N) is placed at its
+    realised rate."""
     done = _labelled(cells[cells["n_seeds"] > 0])
     done = done.assign(x=done["rate"].where(~done["noise"].map(fixed_rate), done["realised_rate"]))
     clean = done[done["noise"] == "none"]
@@ -280,20 +292,28 @@ def acc_vs_rate_figure(cells: pd.DataFrame, metric: str = "last") -> Figure:
     line_keys = sorted(order, key=lambda k: (k[0], k[1], order[k]))
     colours = dict(zip(line_keys, _colours(len(line_keys))))
     labels = {key: key[2] if len(setups) == 1 else f"{key[2]} · {key[0]} · {key[1]} ep" for key in line_keys}
-    fig, axes = _figure(len(panels), labels.values())
+    drawn = [(at, key, line.sort_values("x")) for at, (_, _, panel) in enumerate(panels)
+             for key, line in panel.groupby(["model", "epochs", "line"], sort=False)]
+    several = [(line["n_seeds"] > 1).to_numpy() for _, _, line in drawn]
+    # fill_between shades from one point to the next where ``where`` holds at both.
+    spanned = [s & (np.r_[s[1:], False] | np.r_[False, s[:-1]]) for s in several]
+    banded = [n for (_, _, line), span in zip(drawn, spanned) for n in line.loc[span, "n_seeds"]]
+    band = band_label(banded) if banded else None
+    fig, axes = _figure(len(panels), [*labels.values(), *filter(None, [band])])
     handles = {}
-    for ax, (title, noise, panel) in zip(axes, panels):
-        for key, line in panel.groupby(["model", "epochs", "line"], sort=False):
-            line = line.sort_values("x")
-            mean, std = line[f"{metric}_mean"], line[f"{metric}_std"].fillna(0.0)
-            label = labels[key]
-            (handle,) = ax.plot(line["x"], mean, marker="o", ms=3, color=colours[key], label=label)
-            if len(line) > 1:
-                ax.fill_between(line["x"], mean - std, mean + std, color=colours[key], alpha=0.15, lw=0)
-            handles.setdefault(label, handle)
+    for (at, key, line), where, span in zip(drawn, several, spanned):
+        mean, std = line[f"{metric}_mean"], line[f"{metric}_std"]
+        (handles[labels[key]],) = axes[at].plot(line["x"], mean, marker="o", ms=3, color=colours[key],
+                                                label=labels[key])
+        if span.any():
+            axes[at].fill_between(line["x"], mean - std, mean + std, where=where, color=colours[key], alpha=0.15,
+                                  lw=0)
+    for ax, (title, noise, _) in zip(axes, panels):
         ax.set(title=title, xlabel="realised noise rate" if fixed_rate(noise) else "noise rate",
                ylabel=f"test accuracy (%), {metric} epoch")
         ax.grid(alpha=0.3)
+    if band:
+        handles[band] = Patch(color="grey", alpha=0.3, lw=0)
     _legend(fig, list(handles.values()), list(handles))
     return fig
 

@@ -203,3 +203,25 @@ def test_the_leaderboard_command_writes_the_sweep_plots_unless_told_not_to(tmp_p
         p.unlink()
     assert leaderboard_main([str(tmp_path), "--plots"]) == 0  # the old flag, still accepted
     assert all(p.is_file() for p in plots)
+
+
+def test_the_rate_plot_says_what_its_band_is_and_draws_none_at_one_seed(tmp_path):
+    for rate, seeds in ((0.2, 3), (0.4, 2), (0.6, 1)):
+        for seed in range(seeds):
+            write_run(tmp_path / f"ce_{rate}_{seed}", 0.9 - rate + seed / 100, seed=seed, rate=rate)
+    write_run(tmp_path / "gce_0.2", 0.8, loss="gce", rate=0.2)
+    write_run(tmp_path / "gce_0.4", 0.7, loss="gce", rate=0.4)
+    board = make_leaderboard(tmp_path)
+    fig = acc_vs_rate_figure(board.cells)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:2] == ["ce", "gce"]
+    assert legend[2] == ("lines: mean over seeds\nshaded, between points of ≥ 2\nseeds: ± 1 sample std (ddof=1),\n"
+                         "n = 2–3 seeds")
+    (ax,) = fig.axes
+    (band,) = ax.collections  # ce's only: gce has one seed per rate
+    xs = band.get_paths()[0].vertices[:, 0]
+    assert (xs.min(), xs.max()) == pytest.approx((0.2, 0.4))  # not on to rate 0.6, one seed
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.max() == pytest.approx(71.0 + 1.0) and ys.min() == pytest.approx(50.5 - 0.5 ** 0.5)
+    one_seed = make_leaderboard(tmp_path / "gce_0.2").cells
+    assert [t.get_text() for t in acc_vs_rate_figure(one_seed).legends[0].get_texts()] == ["gce"]
