@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from helpers import compose_config
 from noisybench.artifacts import fingerprint
+from noisybench.callbacks import LeaderboardCallback
 from noisybench.leaderboard import CELL_KEYS, LEADERBOARD_COLUMNS, NoRunsError, make_leaderboard
 from noisybench.leaderboard.__main__ import main as leaderboard_main
 from noisybench.plots import acc_vs_rate_figure, mean_curves, read_metrics
@@ -225,3 +226,14 @@ def test_the_rate_plot_says_what_its_band_is_and_draws_none_at_one_seed(tmp_path
     assert ys.max() == pytest.approx(71.0 + 1.0) and ys.min() == pytest.approx(50.5 - 0.5 ** 0.5)
     one_seed = make_leaderboard(tmp_path / "gce_0.2").cells
     assert [t.get_text() for t in acc_vs_rate_figure(one_seed).legends[0].get_texts()] == ["gce"]
+
+
+def test_a_sweeps_end_names_the_runs_it_could_not_plot(tmp_path, caplog):
+    for seed in range(2):
+        write_run(tmp_path / str(seed), 0.5, seed=seed, epochs=1)
+    (tmp_path / "0" / "metrics.csv").write_text("epoch,test_acc\n1,0.5\n")
+    (tmp_path / "1" / "metrics.csv").write_text("epoch,test_acc\n1,50.0\n")
+    LeaderboardCallback().on_multirun_end(config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert "not plotted: 1 run with unreadable metrics.csv:\n  1/metrics.csv (test_acc: 50 (line 2) is outside [0, 1])" \
+        in caplog.text
+    assert (tmp_path / "acc_vs_epoch_mnist_cnn4_1ep.png").is_file()
