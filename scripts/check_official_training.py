@@ -162,9 +162,17 @@ def compose_cell(paper_key: str, dataset: str, loss: str, noise: str, rate: floa
         return compose(config_name="config", overrides=overrides)
 
 
+def one_rounding(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``t`` with each entry scaled by 1 ± 2**-23, the sign drawn per entry: one float32 rounding."""
+    signs = torch.randint(0, 2, t.shape, generator=generator).to(t.dtype).mul_(2).sub_(1)
+    return t * signs.mul_(2.0 ** -23).add_(1)
+
+
 def run_noisybench(cfg, steps: int, workdir: Path, nudge: bool = False) -> tuple[Trajectory, Plan]:
-    """Train ``steps`` steps and record them; ``nudge`` scales the initial weights by 1 + 2**-23
-    (one float32 rounding), the control run that measures how rounding alone grows."""
+    """Train ``steps`` steps and record them. ``nudge``: the control run, which measures how far
+    rounding alone moves a trajectory. Two codes that compute the same gradient round it
+    differently (1e-7 relative in float32: scripts/check_official_losses.py) at every step, so
+    the control's initial weights and every gradient it computes are one rounding off."""
     from noisybench.data import load_dataset
     from noisybench.data.base import SUBSET_SEED, stratified_subset
     from noisybench.losses import build_loss
@@ -188,9 +196,11 @@ def run_noisybench(cfg, steps: int, workdir: Path, nudge: bool = False) -> tuple
     init = torch.Generator().manual_seed(seeds_for(cfg.seed)["init"])
     model = build_model(cfg.model, dataset.input_shape, dataset.num_classes, generator=init)
     if nudge:
+        rounding = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for p in model.parameters():
-                p.mul_(1 + 2.0 ** -23)
+                p.copy_(one_rounding(p, rounding))
+                p.register_hook(lambda grad: one_rounding(grad, rounding))
     names = [name for name, _ in model.named_parameters()]
     initial = [p.detach().clone() for p in model.parameters()]
     loss_fn = build_loss(cfg.loss, dataset.num_classes, dataset=dataset.name, noise=cfg.noise.name,
@@ -824,7 +834,7 @@ def format_report(report: dict[str, Any]) -> str:
              "max relative difference, ours vs the paper's code: "
              + ", ".join(f"{k} {v:.1e}" for k, v in c["max_relative"].items())
              + (f" (worst parameter {c['worst_parameter']})" if c["worst_parameter"] else ""),
-             "rounding alone (control run, weights 1 ulp apart):   "
+             "rounding alone (control run, weights and every gradient 1 rounding apart):   "
              + ", ".join(f"{k} {v:.1e}" for k, v in c["rounding_envelope"].items())]
     part = c["first_parting"]
     if part:
