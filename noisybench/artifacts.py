@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -24,6 +26,11 @@ SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.csv"
 CHECKPOINT_FILE = "checkpoint.pt"
 NOISY_LABELS_FILE = "noisy_labels.npz"
+# Where a run's files go when the run is trained again under a changed config: hidden, so that a
+# leaderboard of the folder above does not read them.
+REPLACED_FOLDER = ".replaced"
+
+log = logging.getLogger("noisybench")
 
 # A run in one of these states is finished: re-running it is skipped.
 FINISHED_STATUSES = ("completed", "diverged")
@@ -33,14 +40,18 @@ FINISHED_STATUSES = ("completed", "diverged")
 RUNTIME_TRAINER_KEYS = ("device", "progress", "num_threads", "compile", "checkpoint_every", "pack")
 
 
+# The config sections that make a run what it is (its trainer less the runtime settings).
+IDENTITY_SECTIONS = ("dataset", "noise", "model", "loss", "seed", "trainer")
+
+
 def fingerprint(cfg: DictConfig | dict) -> dict[str, Any]:
     """What must not change between a checkpoint and the run that resumes from it (also applied to
     a stored fingerprint, so that one written with a runtime setting still matches)."""
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    return {
-        "dataset": c["dataset"], "noise": c["noise"], "model": c["model"], "loss": c["loss"],
-        "seed": c["seed"], "trainer": {k: v for k, v in c["trainer"].items() if k not in RUNTIME_TRAINER_KEYS},
-    }
+    if isinstance(cfg, DictConfig):  # these sections only: a sweep job's hydra node resolves only in its job
+        cfg = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+               for k in IDENTITY_SECTIONS}
+    return {**{k: cfg[k] for k in IDENTITY_SECTIONS if k != "trainer"},
+            "trainer": {k: v for k, v in cfg["trainer"].items() if k not in RUNTIME_TRAINER_KEYS}}
 
 
 def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -48,6 +59,92 @@ def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in sorted(set(a) | set(b)) for d in diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
+
+
+def _at(tree: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def config_changes(recorded: dict, cfg: DictConfig | dict) -> dict[str, tuple[Any, Any]]:
+    """The dotted keys of the fingerprint in which ``cfg`` differs from the ``recorded`` one (a
+    run's, a checkpoint's), each with its (recorded, new) value; empty when a run of ``cfg`` may
+    reuse what was recorded."""
+    old, new = fingerprint(recorded), fingerprint(cfg)
+    return {key: (_at(old, key), _at(new, key)) for key in diff_keys(old, new)}
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    return "; ".join(f"{key}: {old!r} → {new!r}" for key, (old, new) in changes.items())
+
+
+def launch_file(name: str) -> bool:
+    """What Hydra and the cell lock write into a run directory before the run starts (its config,
+    its log, the lock), as opposed to the run's artifacts."""
+    return name in (".hydra", ".lock") or name.endswith(".log")
+
+
+def utc_stamp() -> str:
+    """A file name's time part: sorts by time, and two moves in one second stay apart."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def finished_run(run_dir: Path, cfg: DictConfig) -> tuple[dict | None, dict[str, tuple[Any, Any]]]:
+    """The summary of the finished run in ``run_dir`` (None when it has none, or the run did not
+    finish) and the changes of ``cfg`` since that run (``config_changes``): a run is reused only
+    when there are none.
+
+    The run's config is its summary's ``config``; for a summary written before that field, the
+    fingerprint of its .hydra/config.yaml (still the run's own, when a sweep reads it before it
+    relaunches the cell); without either it counts as unchanged."""
+    run_dir = Path(run_dir)
+    try:
+        summary = read_summary(run_dir)
+    except ValueError as e:
+        log.warning("%s; training the cell again", e)
+        return None, {}
+    if summary is None or summary["status"] not in FINISHED_STATUSES:
+        return None, {}
+    recorded = summary.get("config")
+    hydra_config = run_dir / ".hydra" / "config.yaml"
+    if recorded is None and hydra_config.is_file():
+        try:
+            recorded = fingerprint(OmegaConf.load(hydra_config))
+        except Exception as e:  # unreadable YAML, an interpolation that does not resolve here, a missing group
+            log.warning("%s: config unreadable (%s: %s); taking the run as unchanged", hydra_config,
+                        type(e).__name__, e)
+    return summary, {} if recorded is None else config_changes(recorded, cfg)
+
+
+def checkpoint_changes(run_dir: Path, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
+    """``config_changes`` of ``cfg`` since the run that wrote the checkpoint in ``run_dir``; empty
+    when there is none or it cannot be read (resuming moves an unreadable one aside)."""
+    import torch
+
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.is_file():
+        return {}
+    try:  # mmap: only the fingerprint is read, not the model's weights
+        recorded = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["fingerprint"]
+    except Exception:  # truncated, overwritten, not a checkpoint: each raises its own error type
+        return {}
+    return config_changes(recorded, cfg)
+
+
+def replace_run(run_dir: Path, changes: dict[str, tuple[Any, Any]], keep=lambda name: False) -> Path:
+    """Move the files of ``run_dir`` (all but those ``keep`` names) into
+    ``<parent>/.replaced/<name>.<UTC time>/`` and log why: the run is trained again under a config
+    that differs from its own by ``changes``. Returns the folder they went to."""
+    run_dir = Path(run_dir)
+    moved = run_dir.parent / REPLACED_FOLDER / f"{run_dir.name}.{utc_stamp()}"
+    moved.mkdir(parents=True)
+    for entry in run_dir.iterdir():
+        if not keep(entry.name):
+            entry.rename(moved / entry.name)
+    log.warning("%s changed since it ran (%s); re-training it, the old run is in %s", run_dir,
+                describe_changes(changes), moved)
+    return moved
 
 
 def _atomic_write(path: Path, write) -> None:

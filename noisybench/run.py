@@ -17,8 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
-from .artifacts import (FINISHED_STATUSES, NOISY_LABELS_FILE, SUMMARY_FILE, atomic_write_json,
-                        read_summary)
+from .artifacts import (NOISY_LABELS_FILE, SUMMARY_FILE, atomic_write_json, fingerprint, finished_run,
+                        launch_file, replace_run)
 from .config_keys import check_known_keys
 from .data import DATASETS, check_dataset, load_dataset
 from .logger import check_logger, make_logger
@@ -82,7 +82,9 @@ def run_pack(cells: Sequence[tuple[DictConfig, Path]]) -> list[dict[str, Any]]:
 
     The cells must share dataset, model, trainer and data settings (``pack.pack_key``); they may
     differ in seed, noise, loss and logger. Finished cells are skipped (their summaries are
-    returned), partial ones resume from their checkpoints. The others train in packs of
+    returned) unless their config changed since they ran: those are trained again, their old files
+    moved to ``<parent>/.replaced/`` (``artifacts.replace_run``). Partial cells resume from their
+    checkpoints. The others train in packs of
     ``trainer.pack`` cells (``auto``: as many as the device's memory holds by a per-cell
     footprint measured on one batch), in the given order; a pack too large for the memory fails
     before anything is written, with a ConfigError that names K and the memory needed.
@@ -95,16 +97,14 @@ def run_pack(cells: Sequence[tuple[DictConfig, Path]]) -> list[dict[str, Any]]:
     summaries: list[dict[str, Any] | None] = [None] * len(cells)
     todo = []
     for i, (cfg, run_dir) in enumerate(cells):
-        try:
-            previous = read_summary(run_dir)
-        except ValueError as e:
-            log.warning("%s; running again", e)
-            previous = None
-        if previous is not None and previous["status"] in FINISHED_STATUSES:
+        previous, changes = finished_run(run_dir, cfg)
+        if previous is not None and not changes:
             log.info("skipping %s: its %s says the run is %s", run_dir, SUMMARY_FILE, previous["status"])
             summaries[i] = previous
-        else:
-            todo.append(i)
+            continue
+        if changes:  # Hydra has written this run's config and log into the folder: they stay
+            replace_run(run_dir, changes, keep=launch_file)
+        todo.append(i)
     if not todo:
         return summaries
 
@@ -194,6 +194,8 @@ def _train_cells(cells: list[tuple[DictConfig, Path]], dataset, root: Path,
             "trainer": {k: OmegaConf.to_container(cfg.trainer, resolve=True)[k] for k in PROTOCOL_KEYS},
             "device": str(resolve_device(cfg.trainer.device)),
             "versions": {"noisybench": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            # The run's identity: a re-run reuses this run only when its config has the same.
+            "config": fingerprint(cfg),
         })
         packed.append(Cell(cfg, model, loss, torch.from_numpy(noisy.noisy), run_dir,
                            make_logger(cfg.logger, cfg, run_dir)))

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from .artifacts import CHECKPOINT_FILE, METRICS_FILE, MetricsCSV, atomic_torch_save, diff_keys, fingerprint
+from .artifacts import (CHECKPOINT_FILE, METRICS_FILE, MetricsCSV, atomic_torch_save, config_changes,
+                        describe_changes, diff_keys, fingerprint, utc_stamp)
 from .data.augment import normalize
 from .losses.base import Loss
 from .pack import Pack, build_pack_augment, clip_grad_norms_, equal_runs, grad_norms, pack_input
@@ -334,12 +335,17 @@ class CellRun:
         """Load the cell's checkpoint, if it has one that its config may resume from."""
         if not self.ckpt_path.exists():
             return
-        ckpt = torch.load(self.ckpt_path, map_location=device, weights_only=False)
-        changed = diff_keys(fingerprint(ckpt["fingerprint"]), fingerprint(self.cfg))
+        try:
+            ckpt = torch.load(self.ckpt_path, map_location=device, weights_only=False)
+            recorded = ckpt["fingerprint"]
+        except Exception as e:  # truncated, overwritten, not a checkpoint: each raises its own error type
+            self.start_over(e)
+            return
+        changed = config_changes(recorded, self.cfg)
         if changed:
             raise ConfigError(
-                f"{self.ckpt_path} was written by a run with a different config (differs in: "
-                f"{', '.join(changed)}); use a new run directory or restore those values")
+                f"{self.ckpt_path} was written by a run with a different config ({describe_changes(changed)}); "
+                f"use a new run directory or restore those values")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -349,6 +355,17 @@ class CellRun:
         torch.set_rng_state(ckpt["torch_rng"])
         self.state = ckpt["state"]
         log.info("resuming from %s at epoch %d", self.ckpt_path, self.state["epoch"])
+
+    def start_over(self, error: Exception) -> None:
+        """The checkpoint cannot be read: it and the metrics.csv of its epochs are moved aside (kept,
+        for a look at what went wrong), and the cell trains from epoch 0."""
+        stamp = utc_stamp()
+        for path in (self.ckpt_path, self.metrics.path):
+            if path.exists():
+                path.rename(path.with_name(f"{path.name}.corrupt-{stamp}"))
+        reason = (str(error).strip().splitlines() or [""])[0]
+        log.warning("%s cannot be read (%s: %s); it and %s were moved aside as *.corrupt-%s and the cell "
+                    "starts over from epoch 0", self.ckpt_path, type(error).__name__, reason, METRICS_FILE, stamp)
 
     def begin_epoch(self) -> float:
         """Move the loss into this epoch's stage; return the epoch's lr."""
@@ -588,10 +605,26 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
         active = [run for run in members if run.state["epoch"] < t.epochs]
 
     results = [run.finish(data.num_classes, use_amp) for run in runs]
-    if len(cells) > 1:
-        for result in results:
+    numerics = numerics_settings(device, use_amp, channels_last, bool(t.compile), len(cells))
+    for result in results:
+        result["numerics"] = numerics
+        if len(cells) > 1:
             result["pack_size"] = len(cells)
     return results
+
+
+def numerics_settings(device: torch.device, use_amp: bool, channels_last: bool, compiled: bool,
+                      pack: int) -> dict[str, Any]:
+    """The settings a run's numbers depend on in their last digits that are not part of its identity
+    (``artifacts.fingerprint``), as training used them: the order of floating-point sums changes with
+    the intra-op thread count (the CPU's kernels split reductions by thread), the memory layout, a
+    compiled or stacked (packed) model, and the GPU's kernels; bf16 autocast rounds activations."""
+    settings = {"device": device.type, "threads": torch.get_num_threads(), "bf16_autocast": bool(use_amp),
+                "channels_last": bool(channels_last), "compile": compiled, "pack": pack}
+    if device.type == "cuda":
+        settings.update(gpu=torch.cuda.get_device_name(device), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                        tf32_cudnn=torch.backends.cudnn.allow_tf32)
+    return settings
 
 
 def shared_loss_key(cfg: DictConfig, loss_fn: torch.nn.Module) -> str | None:

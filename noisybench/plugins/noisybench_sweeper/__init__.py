@@ -11,6 +11,15 @@ Before any job starts, every job's config is composed and checked (``run.check_c
 bad value in cell 200 of a sweep fails the sweep before cell 1 trains. Cells whose summary.json
 says they are finished are not launched again: re-running a sweep launches only the cells that
 are missing, failed or were cut short (which on a cluster saves a job per finished cell).
+
+A finished cell is reused only when the config it ran with (summary.json's ``config``, else its
+.hydra/config.yaml) has the same fingerprint (``artifacts.fingerprint``: what can change its
+numbers) as the cell's config now. Editing a value that the cells' names do not show (an
+experiment's ``trainer.lr``, a loss preset) and re-running the command trains the changed cells
+again: before launching, each one's old files move to ``<sweep dir>/.replaced/<cell>.<UTC time>/``
+(hidden: the leaderboard does not read them; nothing is lost), with a warning naming the cell and
+each changed key's old and new value. An unfinished cell whose checkpoint another config wrote is
+moved aside the same way, and trained from its first epoch.
 """
 from __future__ import annotations
 
@@ -18,7 +27,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -32,6 +41,14 @@ log = logging.getLogger(__name__)
 class SweepConfigError(CompactHydraException):
     """A ConfigError of the sweep (a cell's config, the launcher's request): Hydra prints its one
     line, as the entry point prints a single run's, instead of a traceback."""
+
+
+class Changed(NamedTuple):
+    """A cell whose config changed since it ran: the keys, each with its (old, new) value."""
+
+    run_dir: Path
+    changes: dict[str, tuple[Any, Any]]
+    finished: bool
 
 
 class GridSweeper(BasicSweeper):
@@ -56,29 +73,51 @@ class GridSweeper(BasicSweeper):
                     jobs.append(job)
         return jobs
 
-    def check_jobs(self, jobs: list[list[str]]) -> list[tuple[list[str], Any]]:
-        """Checks every job's config (when ``check``) and returns the jobs whose cells are not
-        finished, with their configs."""
+    def check_jobs(self, jobs: list[list[str]]) -> tuple[list[tuple[list[str], Any]], list[Changed]]:
+        """Checks every job's config (when ``check``) and returns the jobs to launch (those whose
+        cells are not finished, or changed since they ran), with their configs, and the changed cells."""
         from hydra_plugins.noisybench_launcher import cell_dir
-        from noisybench.artifacts import FINISHED_STATUSES, SUMMARY_FILE, read_summary
+        from noisybench.artifacts import SUMMARY_FILE, checkpoint_changes, finished_run
         from noisybench.run import check_config
 
         loader = self.hydra_context.config_loader
-        todo = []
+        todo, changed = [], []
         for job in jobs:
             config = loader.load_sweep_config(self.config, list(job))
             if self.check:
                 check_config(config)
             cell = cell_dir(config)
-            try:
-                summary = read_summary(cell)
-            except ValueError:
-                summary = None
-            if summary is not None and summary["status"] in FINISHED_STATUSES:
+            summary, changes = finished_run(cell, config)
+            if summary is not None and not changes:
                 log.info("skipping %s: its %s says the run is %s", cell.name, SUMMARY_FILE, summary["status"])
-            else:
-                todo.append((job, config))
-        return todo
+                continue
+            changes = changes or checkpoint_changes(cell, config)
+            if changes:
+                changed.append(Changed(cell, changes, summary is not None))
+            todo.append((job, config))
+        return todo, changed
+
+    def replace_changed(self, changed: list[Changed]) -> None:
+        """Move the old files of the changed cells aside, so that they train from scratch."""
+        from noisybench.artifacts import REPLACED_FOLDER, replace_run
+        from noisybench.lock import CELL_LOCK_FILE, DirLock
+
+        replaced = []
+        for cell in changed:
+            with DirLock(cell.run_dir, wait_s=0) as lock:
+                if lock.held:
+                    replace_run(cell.run_dir, cell.changes, keep=lambda name: name == CELL_LOCK_FILE)
+                    replaced.append(cell)
+                else:  # another sweep of this config has moved it aside and is training it
+                    log.warning("leaving %s as it is: its lock is held by %s, which is training it",
+                                cell.run_dir.name, lock.holder)
+        if len(replaced) > 1:  # (one cell's own line says it all)
+            finished = sum(cell.finished for cell in replaced)
+            counts = [f"{n} {kind}" for n, kind in ((finished, "finished"), (len(replaced) - finished, "unfinished"))
+                      if n]
+            log.warning("%s cells changed since they ran (%s); re-training them, the old runs are in %s",
+                        " and ".join(counts), ", ".join(sorted({key for cell in replaced for key in cell.changes})),
+                        Path(self.config.hydra.sweep.dir).absolute() / REPLACED_FOLDER)
 
     def pack_jobs(self, todo: list[tuple[list[str], Any]]) -> list[list[str]]:
         """The jobs to launch: a cell per job, or with ``trainer.pack`` a pack of cells per job.
@@ -127,7 +166,8 @@ class GridSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         all_jobs = self.job_overrides(arguments)
         tic = time.perf_counter()
-        todo = self.check_jobs(all_jobs)
+        todo, changed = self.check_jobs(all_jobs)
+        self.replace_changed(changed)
         jobs = self.pack_jobs(todo)
         log.info("%s %d cells in %.1f s; %d of them to train, as %d jobs", "checked the configs of" if self.check
                  else "looked at", len(all_jobs), time.perf_counter() - tic, len(todo), len(jobs))
