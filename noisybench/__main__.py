@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import warnings
 from importlib import resources
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from .registry import ConfigError
 
@@ -54,22 +57,52 @@ def main(cfg: DictConfig) -> float | None:
     from .run import run, run_pack_job
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    # One process per cell: the same sweep started twice trains each cell once, and the second
-    # process moves on to cells nobody holds.
-    with DirLock(run_dir) as lock:
-        if not lock.held:
-            logging.getLogger("noisybench").warning(
-                "skipping %s: its lock is held by %s, which is training it", run_dir, lock.holder)
-            return None
-        try:
+    try:
+        # One process per cell: the same sweep started twice trains each cell once, and the second
+        # process moves on to cells nobody holds.
+        with DirLock(run_dir) as lock:
+            if not lock.held:
+                logging.getLogger("noisybench").warning(
+                    "skipping %s: its lock is held by %s, which is training it", run_dir, lock.holder)
+                return None
             if cfg.get(PACK_JOB_KEY):  # a pack of cells, made by the sweeper
                 run_pack_job(Path(cfg[PACK_JOB_KEY]))
                 return None
-            summary = run(cfg, run_dir)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-    return summary.get("test_acc_last")
+            return run(cfg, run_dir).get("test_acc_last")
+    except ConfigError as e:
+        remove_if_unused(run_dir)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:  # here, where Hydra's config still names the directory
+        stop_interrupted()
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """Remove a run directory that holds only what Hydra and the lock wrote before the run started
+    (a config rejected before training): an empty folder would be one more run to look at. One
+    that holds any run artifact stays."""
+    from .artifacts import launch_file
+
+    if all(launch_file(entry.name) for entry in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)  # best effort: the error line matters more
+
+
+def stop_interrupted() -> NoReturn:
+    """Ctrl-C: one line on how to resume the run or sweep (the run has recorded itself as failed;
+    its checkpoint and metrics.csv are kept), and exit status 130 as a shell gives it."""
+    note = "interrupted; re-run the same command to resume"
+    if HydraConfig.initialized():  # in a run or a sweep's job, or a sweep's driver
+        hydra_cfg = HydraConfig.get()
+        mode = "sweep" if hydra_cfg.mode == RunMode.MULTIRUN else "run"
+        folder = Path(hydra_cfg.sweep.dir if mode == "sweep" else hydra_cfg.runtime.output_dir).absolute()
+        # A directory named by the time (the default) is a new one for the same command: name it.
+        if "${now:" in str(OmegaConf.to_container(hydra_cfg[mode], resolve=False)["dir"]):
+            note = (f"interrupted; re-run the same command with hydra.{mode}.dir={folder} to resume "
+                    f"(finished epochs are kept there)")
+        else:
+            note += f" (finished epochs are kept in {folder})"
+    print(note, file=sys.stderr)
+    sys.exit(130)
 
 
 def expose_hydra_plugins() -> None:
@@ -90,7 +123,17 @@ def cli() -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # outside a job: while a sweep checks its configs or waits for its jobs
+        stop_interrupted()
+    from hydra_plugins.noisybench_sweeper import last_sweep
+
+    # Checked here, not in the sweeper: Hydra writes the leaderboard after the sweep returns.
+    if last_sweep["failed"]:
+        print(f"error: {last_sweep['failed']} of the sweep's {last_sweep['jobs']} jobs failed (logged above; the "
+              f"leaderboard lists their cells); re-run the same command to retry them", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

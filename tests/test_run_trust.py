@@ -6,6 +6,10 @@ import csv
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ import torch
 from helpers import compose_config, run_cli
 from omegaconf import OmegaConf
 
+from noisybench.__main__ import remove_if_unused
 from noisybench.artifacts import fingerprint, finished_run
 from noisybench.run import run
 from noisybench.trainer import bf16_is_fast
@@ -140,3 +145,58 @@ def test_a_corrupt_checkpoint_is_moved_aside_and_the_cell_starts_over(tmp_path, 
     assert epochs_in(tmp_path, f"metrics.csv.corrupt-{stamp}") == [1, 2]
     (line,) = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
     assert str(checkpoint) in line and "moved aside" in line and "starts over from epoch 0" in line
+
+
+def test_a_sweep_with_a_failed_cell_writes_its_leaderboard_and_exits_non_zero(tmp_path):
+    sweep = tmp_path / "sweep"
+    # A metrics.csv that cannot be written fails the cell once it starts training.
+    (sweep / "dataset.train_size=300,loss=gce,trainer.epochs=1" / "metrics.csv").mkdir(parents=True)
+    proc = run_cli(["--multirun", "loss=ce,gce", *QUICK, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "error: 1 of the sweep's 2 jobs failed" in proc.stderr.splitlines()[-1]
+    assert summary_of(sweep / "dataset.train_size=300,loss=ce,trainer.epochs=1")["status"] == "completed"
+    assert (sweep / "leaderboard.csv").exists()
+
+
+def test_a_rejected_config_leaves_no_empty_run_folder_and_never_removes_a_run(tmp_path):
+    for entry in (".hydra", ".lock", "__main__.log"):
+        (tmp_path / "rejected" / entry).mkdir(parents=True) if entry == ".hydra" else \
+            (tmp_path / "rejected" / entry).touch()
+    remove_if_unused(tmp_path / "rejected")
+    assert not (tmp_path / "rejected").exists()
+    (tmp_path / "ran" / ".hydra").mkdir(parents=True)
+    (tmp_path / "ran" / "metrics.csv").touch()
+    remove_if_unused(tmp_path / "ran")
+    assert (tmp_path / "ran" / "metrics.csv").exists()
+
+
+def wait_for_an_epoch(metrics: str, cwd: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(cwd.glob(metrics))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no epoch was written before the run ended or the wait ran out")
+
+
+@pytest.mark.parametrize("args, metrics, hint", [
+    ([], "outputs/*/*/metrics.csv",
+     "re-run the same command with hydra.run.dir={dir} to resume (finished epochs are kept there)"),
+    (["--multirun", "loss=ce", "hydra.sweep.dir=sweep"], "sweep/*/metrics.csv",
+     "re-run the same command to resume (finished epochs are kept in {dir})"),
+])
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, args, metrics, hint):
+    proc = subprocess.Popen([sys.executable, "-m", "noisybench", *args, "trainer.epochs=100"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wait_for_an_epoch(metrics, tmp_path, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-3000:]
+    (run_dir,) = (p.parent for p in tmp_path.glob(metrics))
+    folder = run_dir if not args else tmp_path / "sweep"
+    assert stderr.splitlines()[-1] == "interrupted; " + hint.format(dir=folder)
+    assert "Traceback" not in stderr
+    assert summary_of(run_dir)["status"] == "failed"
+    assert (run_dir / "checkpoint.pt").exists() and epochs_in(run_dir)[0] == 1

@@ -20,6 +20,9 @@ again: before launching, each one's old files move to ``<sweep dir>/.replaced/<c
 (hidden: the leaderboard does not read them; nothing is lost), with a warning naming the cell and
 each changed key's old and new value. An unfinished cell whose checkpoint another config wrote is
 moved aside the same way, and trained from its first epoch.
+
+A sweep in which any cell failed exits with status 1 once its leaderboard is written
+(``noisybench.__main__.cli``), so that scripts notice; re-running the command retries those cells.
 """
 from __future__ import annotations
 
@@ -36,6 +39,10 @@ from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
+
+# This process's last sweep: its jobs and how many failed, for noisybench.__main__.cli, which exits
+# non-zero after Hydra has written the leaderboard (its end callback runs after ``sweep`` returns).
+last_sweep = {"jobs": 0, "failed": 0}
 
 
 class SweepConfigError(CompactHydraException):
@@ -189,6 +196,8 @@ class GridSweeper(BasicSweeper):
             returns.append(results)
         # A failed cell does not stop the sweep: the others still run, the leaderboard (written
         # when the sweep ends) lists it, and re-running the command retries only the unfinished.
-        for r in (r for batch in returns for r in batch if r.status.name == "FAILED"):
+        failed = [r for batch in returns for r in batch if r.status.name == "FAILED"]
+        for r in failed:
             log.error("a cell failed (%s): %s", " ".join(r.overrides or []), r._return_value)
+        last_sweep.update(jobs=len(jobs), failed=len(failed))
         return returns
