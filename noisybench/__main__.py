@@ -14,9 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from .config_keys import CONFIG_PACKAGE
 from .registry import ConfigError
 
-CONFIG_PACKAGE = "noisybench.conf"
 # The key a sweeper's pack job carries: the path of its pack manifest (noisybench.pack).
 PACK_JOB_KEY = "pack_job"
 
