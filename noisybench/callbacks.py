@@ -1,4 +1,5 @@
-"""Hydra callbacks: the leaderboard and sweep plots of a multirun, written when its jobs are done.
+"""Hydra callbacks: the leaderboard, its statistics and the sweep plots of a multirun, written when its jobs
+are done.
 
 Registered in conf/config.yaml under ``hydra.callbacks.leaderboard``. A failure here is logged and
 never raised: the sweep's runs are already on disk, and ``python -m noisybench.leaderboard DIR``
@@ -20,8 +21,9 @@ LOCK_WAIT_S = 300.0
 
 
 class LeaderboardCallback(Callback):
-    """On multirun end: leaderboard.{csv,md,tex} and the sweep plots in ``hydra.sweep.dir``; prints the
-    Markdown leaderboard."""
+    """On multirun end: leaderboard.{csv,md,tex}, ranks.csv, pairs.csv and the sweep plots (the
+    critical-difference diagrams among them) in ``hydra.sweep.dir``; prints the Markdown leaderboard
+    with its statistics."""
 
     def __init__(self, plots: bool = True) -> None:
         self.plots = plots

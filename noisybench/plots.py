@@ -6,7 +6,8 @@ samples predicted as their noisy label (memorised) and as their true label (corr
 train accuracy on the noisy and on the clean labels. ``plot_sweep(board)`` writes, next to the
 leaderboard, accuracy vs noise rate per loss (mean over seeds, shaded ± 1 sample std; one panel
 per dataset x noise type) and, per dataset and model, test accuracy vs epoch (mean over seeds per
-cell, one panel per noise column). A metrics.csv that cannot be trusted (``read_metrics``) is
+cell, one panel per noise column), and per metric the critical-difference diagram of the losses'
+average ranks over the settings (scikit-posthocs, from leaderboard/stats.py). A metrics.csv that cannot be trusted (``read_metrics``) is
 never plotted nor averaged: the runs left out of a sweep's curves are named in
 ``board.unplotted``. Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas,
 never through pyplot's global state, so that plotting inside a long sweep leaks nothing.
@@ -30,6 +31,7 @@ from noisybench.artifacts import METRICS_FILE, read_summary
 from noisybench.leaderboard import Leaderboard
 from noisybench.leaderboard.render import column_labels, column_order, row_labels, row_order, varying_keys
 from noisybench.leaderboard.runs import COMPLETED, Problem, cell_keys, fixed_rate, format_value
+from noisybench.leaderboard.stats import ALPHA, CD_PLOT, METRIC_NAMES, Ranking
 
 PER_CLASS_PLOT = "per_class_acc.png"
 MEMORISATION_PLOT = "memorisation.png"
@@ -225,15 +227,58 @@ def plot_memorisation(metrics: pd.DataFrame, path: Path, title: str = "") -> Pat
 
 
 def plot_sweep(board: Leaderboard, out_dir: Path | None = None, metric: str = "last") -> list[Path]:
-    """Accuracy vs noise rate and accuracy vs epoch for the runs of ``board`` (a Leaderboard),
-    written to ``out_dir`` (default: the leaderboard's root); the paths written. The completed runs
-    left out of the epoch curves (their metrics.csv missing or unreadable) go to ``board.unplotted``."""
+    """Accuracy vs noise rate, accuracy vs epoch and the critical-difference diagrams for the runs of
+    ``board`` (a Leaderboard), written to ``out_dir`` (default: the leaderboard's root); the paths
+    written. The completed runs left out of the epoch curves (their metrics.csv missing or unreadable)
+    go to ``board.unplotted``."""
     out = Path(out_dir if out_dir is not None else board.root)
     out.mkdir(parents=True, exist_ok=True)
     if not (board.cells["n_seeds"] > 0).any():
         return []
     curves, board.unplotted = mean_curves(board.runs[board.runs["status"] == COMPLETED])
-    return [plot_acc_vs_rate(board.cells, out / RATE_PLOT, metric), *plot_acc_vs_epoch(board, curves, out)]
+    cd = [_save(cd_diagram_figure(r), out / CD_PLOT.format(metric=m)) for m, r in board.stats.rankings.items()]
+    return [plot_acc_vs_rate(board.cells, out / RATE_PLOT, metric), *plot_acc_vs_epoch(board, curves, out), *cd]
+
+
+def cd_title(ranking: Ranking) -> str:
+    """The diagram's title: the metric, what was ranked, and the tests."""
+    seeds = ranking.seeds
+    seeds = f"{seeds[0]}" if seeds[0] == seeds[1] else f"{seeds[0]}–{seeds[1]}"
+    test = (f"Friedman p = {ranking.p_value:.3g}" if ranking.test == "Friedman"
+            else f"sign test p = {ranking.p_value:.3g}")
+    return (f"Average rank of test accuracy, {METRIC_NAMES[ranking.metric]} (1 = best)\n"
+            f"{ranking.n_settings} settings × {ranking.n_methods} losses, {seeds} seeds per cell; {test}\n"
+            f"bars join losses the Nemenyi test (α = {ALPHA}) does not tell apart")
+
+
+def cd_diagram_figure(ranking: Ranking) -> Figure:
+    """The critical-difference diagram of ``ranking`` (scikit-posthocs): each loss at its average
+    rank, a bar under the losses the Nemenyi test does not tell apart, and the critical difference."""
+    import scikit_posthocs as sp
+
+    k = ranking.n_methods
+    average = ranking.methods.set_index("method")["avg_rank"]
+    # Labels hang below the axis in two columns, one row each; the bars stack between them and the axis.
+    side = LEGEND_CHAR * 1.1 * (max(len(m) for m in average.index) + 7) + 0.2
+    width = max(7.5, 2 * side + 0.8 * k)
+    rows = (k + 1) // 2 + len(ranking.groups) + 2
+    height = 1.6 + 0.3 * rows
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=side / width, right=1 - side / width, top=1 - 0.95 / height, bottom=0.1 / height)
+    ax = fig.add_subplot()
+    sp.critical_difference_diagram(average, ranking.posthoc, ax=ax, alpha=ALPHA,
+                                   label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
+                                   label_props={"fontsize": "small"}, text_h_margin=0.03 * k)
+    ax.set_xlim(1, k)
+    ax.set_xticks(range(1, k + 1))
+    # The critical difference, above the rank axis's labels (past its end when no two losses can differ).
+    ax.plot([1, 1 + ranking.cd], [1.3, 1.3], color="k", lw=1.5, clip_on=False)
+    ax.text(1 + ranking.cd / 2, 1.45, f"critical difference (Nemenyi) = {ranking.cd:.2f}", ha="center",
+            va="bottom", fontsize="small")
+    ax.set_ylim(top=2.2)
+    fig.suptitle(cd_title(ranking), fontsize="medium")
+    return fig
 
 
 def _labelled(cells: pd.DataFrame) -> pd.DataFrame:

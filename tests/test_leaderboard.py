@@ -169,7 +169,7 @@ def test_paper_number_and_delta_for_cells_the_reference_holds(tmp_path):
     assert human["delta"] == pytest.approx(88.0 - 87.77)
     assert math.isnan(cell(board, model="resnet18")["paper"]) and math.isnan(cell(board, dataset="mnist")["paper"])
     md = (tmp_path / "leaderboard.md").read_text()
-    assert "**85.50 ± 0.71** (paper 85.13)" in md
+    assert "**85.50 ± 0.71** (paper 85.13 ∈ CI)" in md
     assert "**88.00** (paper 87.77)" in md  # in the best-epoch table, the metric CIFAR-N reports
 
 
@@ -208,7 +208,7 @@ def test_apl_mnist_cells_get_the_apl_notebook_numbers_and_other_presets_do_not(t
     assert "plot_results.ipynb @ fdd52a2" in nce["paper_source"] and "MNIST-Sym" in nce["paper_source"]
     assert cell(board, loss="ce")["paper"] == 99.25
     assert cell(board, loss="nce_rce", noise="asymmetric")["paper"] == 93.12
-    assert "**76.00 ± 1.00** (paper 75.18)" in (sweep / "leaderboard.md").read_text()
+    assert "**76.00 ± 1.00** (paper 75.18 ∈ CI)" in (sweep / "leaderboard.md").read_text()
     everything = make_leaderboard(tmp_path).cells
     assert cell(everything, loss="sce")["paper"] == 74.70
     alfs = cell(everything, loss="nce_rce", variant="sampled")

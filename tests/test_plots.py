@@ -71,7 +71,9 @@ def test_plot_sweep_writes_rate_and_epoch_plots_next_to_the_leaderboard(tmp_path
     write_run(tmp_path / "clean", 0.9, noise="none", variant=None, rate=0.0, epochs=3)
     board = make_leaderboard(tmp_path)
     paths = plot_sweep(board)
-    assert paths == [tmp_path / RATE_PLOT, tmp_path / "acc_vs_epoch_mnist_cnn4_3ep.png"]
+    # ce and gce ranked over the three noisy settings (the clean one has ce alone): a diagram per metric
+    assert paths == [tmp_path / RATE_PLOT, tmp_path / "acc_vs_epoch_mnist_cnn4_3ep.png", tmp_path / "cd_last.png",
+                     tmp_path / "cd_best.png"]
     for path in paths:
         png_size(path)
 

@@ -2,8 +2,9 @@
 
 ``make_leaderboard(root)`` reads every run under ``root`` (``collect_runs``), averages the
 completed seeds of each cell (``build_leaderboard``) and puts the published numbers of
-``paper_results.csv`` beside them (``match_paper``); ``Leaderboard.write`` writes
-leaderboard.csv, leaderboard.md and leaderboard.tex.
+``paper_results.csv`` beside them (``match_paper``); ``Leaderboard.stats`` ranks the losses over
+the settings and tests them per setting over paired seeds (stats.py); ``Leaderboard.write`` writes
+leaderboard.csv, leaderboard.md and leaderboard.tex, and the statistics to ranks.csv and pairs.csv.
 """
 from .board import (LEADERBOARD_COLUMNS, Leaderboard, build_leaderboard, load_paper_results, make_leaderboard,
                     match_paper, write_leaderboard)

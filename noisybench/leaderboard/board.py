@@ -5,13 +5,17 @@ and every resolved loss hyperparameter, and each config key whose value differs 
 runs, e.g. ``trainer.lr``: see runs.py); what varies inside it is the seed. Only completed runs
 are averaged: diverged and failed runs are counted in ``n_failed``, runs without a final summary
 in ``n_incomplete``. Accuracies are in percent; std is the sample std (ddof=1), as APL's
-collector (``statistics.stdev``) and JAL/eps-softmax (torch ``std``) report it.
+collector (``statistics.stdev``) and JAL/eps-softmax (torch ``std``) report it. Each mean has its
+95% t interval over the seeds (``last_ci_low`` ...); ``paper_in_ci`` says whether the paper's
+number lies inside the interval of the metric it reports, above it or below it. The statistics
+of stats.py (ranks over settings, paired tests over seeds) go to ranks.csv and pairs.csv.
 """
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,15 +25,19 @@ import pandas as pd
 
 from .runs import (CELL_KEYS, COMPLETED, FAILED_STATUSES, INCOMPLETE_STATUSES, Problem, cell_keys, collect_runs,
                    fixed_rate, swept_keys, value_order)
+from .stats import Stats, compute_stats, paper_position, seed_interval
 
 PAPER_RESULTS_FILE = "paper_results.csv"
 METRICS = ("last", "best")  # test accuracy at the last epoch, and at the best epoch
 PAPER_COLUMNS = ("paper", "paper_std", "paper_metric", "paper_source")
 STAT_COLUMNS = ("n_seeds", "n_failed", "n_incomplete", "last_mean", "last_std", "best_mean", "best_std",
                 "seeds", "realised_rate")
+# Our 95% t interval of each mean over its seeds, and where the paper's number lies against it.
+INTERVAL_COLUMNS = ("paper_in_ci", "last_ci_low", "last_ci_high", "best_ci_low", "best_ci_high")
 # The columns of every leaderboard; swept config keys (runs.py) follow CELL_KEYS where there are any.
-LEADERBOARD_COLUMNS = (*CELL_KEYS, *STAT_COLUMNS, *PAPER_COLUMNS, "delta")
-OUTPUT_FILES = {"csv": "leaderboard.csv", "md": "leaderboard.md", "tex": "leaderboard.tex"}
+LEADERBOARD_COLUMNS = (*CELL_KEYS, *STAT_COLUMNS, *PAPER_COLUMNS, "delta", *INTERVAL_COLUMNS)
+OUTPUT_FILES = {"csv": "leaderboard.csv", "md": "leaderboard.md", "tex": "leaderboard.tex", "ranks": "ranks.csv",
+                "pairs": "pairs.csv"}
 
 
 def load_paper_results(path: Path | None = None) -> pd.DataFrame:
@@ -145,9 +153,17 @@ def build_leaderboard(runs: pd.DataFrame, papers: pd.DataFrame | None = None) ->
         return pd.DataFrame(columns=[*LEADERBOARD_COLUMNS, "params"])
     cells = aggregate(runs)
     paper = match_paper(cells, load_paper_results() if papers is None else papers)
-    ours = np.where(paper["paper_metric"] == "best", cells["best_mean"], cells["last_mean"])
+    best = paper["paper_metric"] == "best"
+    ours = np.where(best, cells["best_mean"], cells["last_mean"])
     cells = pd.concat([cells, paper], axis=1)
     cells["delta"] = ours - cells["paper"]
+    for metric in METRICS:
+        cells[f"{metric}_ci_low"], cells[f"{metric}_ci_high"] = seed_interval(
+            cells[f"{metric}_mean"], cells[f"{metric}_std"], cells["n_seeds"])
+    low = np.where(best, cells["best_ci_low"], cells["last_ci_low"])
+    high = np.where(best, cells["best_ci_high"], cells["last_ci_high"])
+    cells["paper_in_ci"] = pd.Series([paper_position(*v) for v in zip(cells["paper"], low, high)], index=cells.index,
+                                     dtype=object)
     return cells[[*leaderboard_columns(runs), "params"]]
 
 
@@ -162,6 +178,11 @@ class Leaderboard:
     papers: pd.DataFrame | None = None
     # Completed runs left out of the sweep plots' epoch curves (filled in by plots.plot_sweep).
     unplotted: list[Problem] = field(default_factory=list)
+
+    @cached_property
+    def stats(self) -> Stats:
+        """Ranks over settings and paired tests over seeds (stats.py)."""
+        return compute_stats(self.runs, self.cells)
 
     def counts(self) -> dict[str, int]:
         status = self.runs["status"]
@@ -184,6 +205,12 @@ class Leaderboard:
 
         return latex(self)
 
+    def stats_report(self) -> str:
+        """The statistics sections of leaderboard.md, for the terminal."""
+        from .render import stats_markdown
+
+        return "\n".join(stats_markdown(self))
+
     def report(self) -> str:
         """The run counts, the runs that are not averaged and those not plotted, for the terminal."""
         from .render import counts_line, unplotted_report
@@ -197,14 +224,16 @@ class Leaderboard:
         return "\n".join(lines)
 
     def write(self, out_dir: Path | None = None) -> dict[str, Path]:
-        """leaderboard.csv, .md and .tex in ``out_dir`` (default: the root); returns their paths."""
+        """leaderboard.csv, .md and .tex, ranks.csv and pairs.csv in ``out_dir`` (default: the root);
+        returns their paths."""
         out = Path(out_dir if out_dir is not None else self.root)
         out.mkdir(parents=True, exist_ok=True)
         paths = {kind: out / name for kind, name in OUTPUT_FILES.items()}
         # Replaced atomically: a reader (or a second sweep writing the same leaderboard) never
         # sees a half-written file.
         texts = {"csv": self.cells[leaderboard_columns(self.cells)].to_csv(index=False),
-                 "md": self.markdown(), "tex": self.latex()}
+                 "md": self.markdown(), "tex": self.latex(), "ranks": self.stats.ranks_csv().to_csv(index=False),
+                 "pairs": self.stats.pairs.to_csv(index=False)}
         for kind, text in texts.items():
             tmp = paths[kind].with_name(f".{paths[kind].name}.{os.getpid()}.tmp")
             tmp.write_text(text, encoding="utf-8")
