@@ -270,7 +270,8 @@ def cd_diagram_figure(ranking: Ranking) -> Figure:
     sp.critical_difference_diagram(average, ranking.posthoc, ax=ax, alpha=ALPHA,
                                    label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
                                    label_props={"fontsize": "small"}, text_h_margin=0.03 * k)
-    ax.set_xlim(1, k)
+    pad = 0.05 + 0.02 * k  # the markers at rank 1 and k whole
+    ax.set_xlim(1 - pad, k + pad)
     ax.set_xticks(range(1, k + 1))
     # The critical difference, above the rank axis's labels (past its end when no two losses can differ).
     ax.plot([1, 1 + ranking.cd], [1.3, 1.3], color="k", lw=1.5, clip_on=False)
