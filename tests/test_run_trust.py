@@ -189,7 +189,10 @@ def wait_for_an_epoch(metrics: str, cwd: Path, proc: subprocess.Popen) -> None:
 def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, args, metrics, hint):
     proc = subprocess.Popen([sys.executable, "-m", "noisybench", *args, "trainer.epochs=100"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            # A shell's background job inherits SIGINT ignored, and Python keeps
+                            # it so: the run must see Ctrl-C however the suite was started.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_an_epoch(metrics, tmp_path, proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
