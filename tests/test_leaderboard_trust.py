@@ -108,6 +108,16 @@ def test_a_config_that_cannot_be_resolved_leaves_its_run_apart_not_the_leaderboa
     assert str(config) in caplog.text and "NOISYBENCH_NO_SUCH_VARIABLE" in caplog.text
 
 
+def test_an_interpolation_in_a_hydra_config_is_resolved_before_cells_are_told_apart(tmp_path):
+    write_digits_run(tmp_path / "a", ["trainer.lr=2", "trainer.epochs=3"], 0.6, old_style=True)
+    b = write_digits_run(tmp_path / "b", ["trainer.lr=2", "trainer.epochs=3", "seed=1"], 0.7, old_style=True)
+    write_digits_run(tmp_path / "c", ["trainer.lr=0.5", "trainer.epochs=3"], 0.8, old_style=True)
+    config = b / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 2", "lr: ${oc.decode:'2'}"))
+    board = make_leaderboard(tmp_path)
+    assert dict(zip(board.cells["trainer.lr"], board.cells["n_seeds"])) == {"0.5": 1, "2": 2}
+
+
 def test_paper_numbers_still_match_cells_split_by_a_swept_key(tmp_path):
     # eps-softmax Table 2, CIFAR-10 NCE+RCE Sym 0.4: 85.13 (last epoch), whatever the batch size
     for batch_size in (64, 128):

@@ -283,8 +283,12 @@ def config_values(summary: Mapping[str, Any] | None, run_dir: Path) -> dict[str,
         if summary is not None and summary.get("config") is not None:
             source, tree = run_dir / SUMMARY_FILE, summary["config"]
         elif (run_dir / CONFIG_FILE).is_file():
-            source = run_dir / CONFIG_FILE
-            tree = OmegaConf.create(_read_config(run_dir))
+            source, tree = run_dir / CONFIG_FILE, _read_config(run_dir)
+            flat = _flatten(fingerprint(tree))
+            # Only interpolations (``${...}``) need OmegaConf, which costs more than reading the file.
+            if not any("${" in value for value in flat.values()):
+                return flat
+            tree = OmegaConf.create(tree)
         else:
             return None
         return _flatten(fingerprint(tree))
