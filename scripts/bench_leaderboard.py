@@ -6,6 +6,9 @@ real run leaves: ``.hydra/config.yaml`` (the app's composed config), ``summary.j
 hyperparameters resolved by ``build_loss``) and a 120-row ``metrics.csv``. A few runs are diverged,
 failed, or killed before their summary was written (they are placed by their config). The
 command runs in a fresh interpreter, so its imports are part of the time; the target is < 10 s.
+What it writes and is timed for: the tables, the statistics (ranks over the ten settings with the
+Friedman and Nemenyi tests, 900 paired t-tests over seeds) and the plots, critical-difference
+diagrams included.
 
     python scripts/bench_leaderboard.py
     python scripts/bench_leaderboard.py --runs 1000 --plots --keep /tmp/lb_bench

@@ -163,12 +163,15 @@ def test_failed_runs_are_counted_ranked_last_or_left_out_and_unequal_seeds_are_f
                   error="RuntimeError: CUDA out of memory")
     # fl diverges on one seed of three at rate 0.15: mean of the other two, flagged
     write_run(tmp_path / "fl_0.15_2", None, seed=2, loss="fl", rate=0.15, epochs=3, status="diverged")
+    # a fourth seed of ce still training at rate 0.2: flagged, the three completed ones ranked
+    write_run(tmp_path / "ce_0.2_3", None, seed=3, loss="ce", rate=0.2, epochs=3, status="running")
     board = make_leaderboard(tmp_path)
     stats = board.stats
     assert stats.ranked_last == [("symmetric 0.05", "gce")]
     assert stats.excluded == [("symmetric 0.1", "sce: failed (an error, not divergence)")]
     assert dict(stats.unequal) == {"symmetric 0.05": "ce 3, fl 3, gce 0 (3 diverged), sce 3",
-                                   "symmetric 0.15": "ce 3, fl 2 (1 diverged), gce 3, sce 3"}
+                                   "symmetric 0.15": "ce 3, fl 2 (1 diverged), gce 3, sce 3",
+                                   "symmetric 0.2": "ce 3 (1 incomplete), fl 3, gce 3, sce 3"}
     ranking = stats.rankings["last"]
     assert ranking.n_settings == 4 and ranking.seeds == (2, 3)
     assert list(ranking.scores.index) == ["symmetric 0.05", "symmetric 0.15", "symmetric 0.2", "symmetric 0.25"]

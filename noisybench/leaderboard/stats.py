@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .runs import COMPLETED, INCOMPLETE_STATUSES, cell_keys
+from .runs import COMPLETED, FAILED_STATUSES, INCOMPLETE_STATUSES, cell_keys
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -235,7 +235,7 @@ def _rank(stats: Stats, runs: pd.DataFrame) -> None:
     for setting in blocks:
         counts = {m: statuses.get((setting, m), {}) for m in stats.methods}
         seeds = {m: c.get(COMPLETED, 0) for m, c in counts.items()}
-        if len(set(seeds.values())) > 1 or any(c.get("diverged") or c.get("failed") for c in counts.values()):
+        if len(set(seeds.values())) > 1 or any(_failures(c) for c in counts.values()):
             stats.unequal.append((setting, ", ".join(f"{m} {seeds[m]}" + _failures(counts[m])
                                                      for m in stats.methods)))
     if len(blocks) < 2:
@@ -253,7 +253,10 @@ def _rank(stats: Stats, runs: pd.DataFrame) -> None:
 
 
 def _failures(counts: dict[str, int]) -> str:
-    parts = [f"{counts[s]} {s}" for s in ("diverged", "failed") if counts.get(s)]
+    """A cell's runs that did not complete, e.g. `` (1 diverged, 2 incomplete)``; empty when none."""
+    unfinished = sum(counts.get(s, 0) for s in INCOMPLETE_STATUSES)
+    parts = [f"{counts[s]} {s}" for s in FAILED_STATUSES if counts.get(s)]
+    parts += [f"{unfinished} incomplete"] if unfinished else []
     return f" ({', '.join(parts)})" if parts else ""
 
 
