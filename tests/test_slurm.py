@@ -164,7 +164,10 @@ def test_cancelled_cell_fails_in_bounded_time_and_a_rerun_runs_only_it(cluster, 
     # Reported within the launcher's bound (SLURM's KillWait, a queue poll and a grace period).
     assert time.monotonic() - cancelled < 90
     log = (tmp_path / "first.log").read_text()
-    assert rc == 0, log[-3000:]
+    # The sweep goes on past the cancelled cell, writes its leaderboard, then exits 1 so that
+    # scripts notice.
+    assert rc == 1, log[-3000:]
+    assert re.search(r"error: 1 of the sweep's 2 jobs failed", log), log[-3000:]
     assert re.search(rf"SLURM job {task} ended without a result \(state: CANCELLED", log)
     assert cells(sweep)[other]["status"] == "completed"
     board = pd.read_csv(sweep / "leaderboard.csv").set_index("loss")
