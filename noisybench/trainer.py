@@ -19,7 +19,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -588,20 +590,21 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
         evals = evaluate_pack(pack.module, data.test_x, data.test_y, data.mean, data.std, data.num_classes,
                               eval_rows, autocast, channels_last, cells=len(members))
         elapsed = time.perf_counter() - start
-        for k, (run, ev) in enumerate(zip(members, evals)):
-            row = {"epoch": run.state["epoch"] + 1, "lr": epoch.lrs[k], **epoch.stats.result(k),
-                   "test_loss": ev["test_loss"], "test_acc": ev["test_acc"],
-                   **{f"test_acc_class_{c}": float(a) for c, a in enumerate(ev["per_class"])},
-                   "epoch_time_s": elapsed}
-            run.end_epoch(row, ev["per_class"], t, _prefix(run, len(cells)))
-        # Finished cells and cells due for a checkpoint get their state back from the pack.
-        handing_back = [k for k, run in enumerate(members)
-                        if run.state["epoch"] >= t.epochs or run.checkpoint_due(t)]
-        pack.write_back([r.model for r in members], [r.optimizer for r in members], handing_back)
-        for k in handing_back:
-            if members[k].checkpoint_due(t):
-                members[k].save_checkpoint()
-            members[k].optimizer.state.clear()  # the pack keeps the live momentum
+        with interrupts_deferred():  # an epoch's metrics row and its checkpoint are written together
+            for k, (run, ev) in enumerate(zip(members, evals)):
+                row = {"epoch": run.state["epoch"] + 1, "lr": epoch.lrs[k], **epoch.stats.result(k),
+                       "test_loss": ev["test_loss"], "test_acc": ev["test_acc"],
+                       **{f"test_acc_class_{c}": float(a) for c, a in enumerate(ev["per_class"])},
+                       "epoch_time_s": elapsed}
+                run.end_epoch(row, ev["per_class"], t, _prefix(run, len(cells)))
+            # Finished cells and cells due for a checkpoint get their state back from the pack.
+            handing_back = [k for k, run in enumerate(members)
+                            if run.state["epoch"] >= t.epochs or run.checkpoint_due(t)]
+            pack.write_back([r.model for r in members], [r.optimizer for r in members], handing_back)
+            for k in handing_back:
+                if members[k].checkpoint_due(t):
+                    members[k].save_checkpoint()
+                members[k].optimizer.state.clear()  # the pack keeps the live momentum
         active = [run for run in members if run.state["epoch"] < t.epochs]
 
     results = [run.finish(data.num_classes, use_amp) for run in runs]
@@ -611,6 +614,23 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
         if len(cells) > 1:
             result["pack_size"] = len(cells)
     return results
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold a Ctrl-C (SIGINT) until the block ends, so that a run interrupted while it writes an
+    epoch's results keeps that epoch whole: its metrics row and the checkpoint to resume from."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, None)
 
 
 def numerics_settings(device: torch.device, use_amp: bool, channels_last: bool, compiled: bool,

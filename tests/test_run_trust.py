@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from noisybench.__main__ import remove_if_unused
 from noisybench.artifacts import fingerprint, finished_run
 from noisybench.run import run
-from noisybench.trainer import bf16_is_fast
+from noisybench.trainer import bf16_is_fast, interrupts_deferred
 
 # One epoch on a 300-image subset of digits: a run takes about a second.
 QUICK = ["trainer.epochs=1", "dataset.train_size=300"]
@@ -203,3 +203,19 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, args, metrics, hint):
     assert "Traceback" not in stderr
     assert summary_of(run_dir)["status"] == "failed"
     assert (run_dir / "checkpoint.pt").exists() and epochs_in(run_dir)[0] == 1
+
+
+def test_a_ctrl_c_while_an_epoch_is_written_waits_until_its_checkpoint_is_written_too():
+    written = []
+    # As in a terminal, whatever the suite inherited (a background job ignores SIGINT).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal is delivered here, and held
+                written.append("metrics row and checkpoint")
+        assert written == ["metrics row and checkpoint"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
