@@ -27,7 +27,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 bench: install
-	$(PY) scripts/bench_losses.py
+	$(PY) scripts/bench_loss_steps.py
 	$(PY) scripts/bench_trainer.py
 	$(PY) scripts/bench_leaderboard.py
 

@@ -116,8 +116,18 @@ def expose_hydra_plugins() -> None:
         hydra_plugins.__path__.append(folder)
 
 
+def sweep_loss_fn(argv: list[str]) -> list[str]:
+    """In a sweep over losses, ``loss.fn=...`` (the function of ``loss=custom``) as ``++loss.fn``:
+    Hydra first composes the sweep's own config, with the default loss, which has no ``fn``; the
+    sweeper then hands it to the custom cells only (``custom_loss_only``)."""
+    if not {"--multirun", "-m"} & set(argv):
+        return argv
+    return [f"++{arg}" if arg.startswith("loss.fn=") else arg for arg in argv]
+
+
 def cli() -> None:
     expose_hydra_plugins()
+    sys.argv[1:] = sweep_loss_fn(sys.argv[1:])
     try:
         check_group_choices(sys.argv[1:])
     except ConfigError as e:

@@ -184,7 +184,7 @@ def _train_cells(cells: list[tuple[DictConfig, Path]], dataset, root: Path,
                       "rate": cfg.noise.rate, "realised_rate": noisy.realised_rate,
                       **{k: v for k, v in OmegaConf.to_container(cfg.noise, resolve=True).items()
                          if k not in ("name", "rate", "seed", "variant")}},
-            "loss": cfg.loss.name,
+            "loss": loss.name,
             "loss_params": getattr(loss, "params", {}),
             "model": cfg.model.name,
             "seed": cfg.seed,

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from .artifacts import (CHECKPOINT_FILE, METRICS_FILE, MetricsCSV, atomic_torch_save, config_changes,
                         describe_changes, diff_keys, fingerprint, utc_stamp)
 from .data.augment import normalize
-from .losses.base import Loss
+from .losses.base import Loss, l1_norm
 from .pack import Pack, build_pack_augment, clip_grad_norms_, equal_runs, grad_norms, pack_input
 from .registry import ConfigError
 
@@ -174,10 +174,6 @@ def seeds_for(seed: int) -> dict[str, int]:
     """Independent streams from one training seed: model init, data order, augmentation."""
     init, order, aug = np.random.SeedSequence(seed).generate_state(3)
     return {"init": int(init), "order": int(order), "augment": int(aug)}
-
-
-def l1_norm(model: torch.nn.Module) -> torch.Tensor:
-    return sum(p.abs().sum() for p in model.parameters())
 
 
 class EpochStats:
@@ -323,8 +319,8 @@ class CellRun:
         self.order_gen = torch.Generator().manual_seed(seeds["order"])
         self.aug_gen = torch.Generator(device=device).manual_seed(seeds["augment"])
         self.needs_model = bool(getattr(cell.loss_fn, "needs_model", False))
-        if t.compile and hasattr(cell.loss_fn, "compile_evaluate"):
-            cell.loss_fn.compile_evaluate()
+        if t.compile and isinstance(cell.loss_fn, Loss):
+            cell.loss_fn.compile()
         self.noisy_y = cell.noisy_y.to(device)
         self.metrics = MetricsCSV(Path(cell.run_dir) / METRICS_FILE, metric_columns(num_classes))
         self.ckpt_path = Path(cell.run_dir) / CHECKPOINT_FILE
@@ -650,12 +646,12 @@ def numerics_settings(device: torch.device, use_amp: bool, channels_last: bool, 
 def shared_loss_key(cfg: DictConfig, loss_fn: torch.nn.Module) -> str | None:
     """Cells with equal keys train on the same per-sample loss function, which a pack evaluates for
     all of them in one call; None where the loss is evaluated cell by cell (it reads the model's
-    parameters, the whole batch or the epoch, or is not a registered loss)."""
-    if not isinstance(loss_fn, Loss) or not loss_fn.per_sample or loss_fn.needs_model:
+    parameters, the whole batch or the epoch, or is not a built ``Loss``)."""
+    if not isinstance(loss_fn, Loss) or not loss_fn.per_sample or loss_fn.needs_model or loss_fn.staged:
         return None
-    if type(loss_fn).stage_lr is not Loss.stage_lr:
-        return None
-    return json.dumps([cfg.loss.get("name"), type(loss_fn).__qualname__, loss_fn.params], sort_keys=True, default=str)
+    function = loss_fn.function
+    return json.dumps([loss_fn.name, f"{function.__module__}.{function.__qualname__}", loss_fn.params],
+                      sort_keys=True, default=str)
 
 
 def _prefix(run: CellRun, cells: int) -> str:

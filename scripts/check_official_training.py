@@ -642,9 +642,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="CIFAR papers without --data-root: N random training images (and N/5 test images) "
                              "written in the real pickle format")
     parser.add_argument("--rtol", type=float, default=1e-4,
-                        help="relative difference always allowed: the registry's hand-written loss gradients "
-                             "round differently from autograd's (1e-7 of an entry), which a few dozen steps "
-                             "grow to 1e-5")
+                        help="relative difference always allowed: a loss written in other ops than the paper's "
+                             "rounds differently (1e-7 of a gradient entry), which a few dozen steps grow to 1e-5")
     parser.add_argument("--factor", type=float, default=10.0,
                         help="allowed: this many times the rounding envelope of the control run")
     parser.add_argument("--out", type=Path, default=None, help="write the report (JSON) here")

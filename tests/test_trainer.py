@@ -128,7 +128,7 @@ def test_same_seed_same_metrics_different_seed_different(tmp_path):
     assert a["noise_seed"] == 1 and c["noise_seed"] == 2 and b["test_acc_last"] == a["test_acc_last"]
 
 
-def test_compile_option_compiles_the_model_and_the_hand_written_loss(tmp_path, monkeypatch):
+def test_compile_option_compiles_the_model_and_the_loss_function(tmp_path, monkeypatch):
     # torch.compile itself is tested on the losses in test_losses.py (inductor takes ~30 s for a
     # model here); this checks what trainer.compile=true hands to it, and that nothing else changes.
     compiled = []
@@ -142,7 +142,7 @@ def test_compile_option_compiles_the_model_and_the_hand_written_loss(tmp_path, m
     monkeypatch.setattr(torch, "compile", record)
     monkeypatch.setattr("noisybench.trainer.cxx_compiler", lambda: "g++")  # nothing is built here
     run(compose_config([*args, "trainer.compile=true"]), tmp_path / "compiled")
-    assert sorted(compiled) == ["Sequential", "evaluate"]  # the pack's model, the loss's evaluate
+    assert sorted(compiled) == ["Sequential", "nnfl"]  # the pack's model, the loss function
     assert _untimed(_metrics(tmp_path / "compiled")) == _untimed(_metrics(tmp_path / "eager"))
 
 

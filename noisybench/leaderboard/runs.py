@@ -231,7 +231,7 @@ def run_from_config(run_dir: Path) -> dict[str, Any]:
         rate = float(cfg.noise.rate)
         loss = build_loss(cfg.loss, DATASETS.meta(dataset)["num_classes"], dataset=dataset, noise=noise,
                           rate=rate)
-        row = _cell(dataset, cfg.model.name, noise, cfg.noise, rate, cfg.trainer.epochs, cfg.loss.name,
+        row = _cell(dataset, cfg.model.name, noise, cfg.noise, rate, cfg.trainer.epochs, loss.name,
                     loss.params)
         row.update(seed=cfg.seed, noise_seed=cfg.noise.seed)
     except Exception as e:  # a missing key, a bad value: the run cannot have started

@@ -9,11 +9,11 @@ from omegaconf import DictConfig, OmegaConf
 from noisybench.registry import ConfigError
 
 from .base import LOSSES, NON_NEGATIVE, Loss
+from .custom import CUSTOM, custom_name, probe, resolve_custom
 from .presets import preset_values
 
-# Keys every loss config has besides its hyperparameters.
+# Keys every registered loss's config has besides its hyperparameters.
 COMMON_KEYS = ("name", "preset", "weight_decay")
-
 
 def _as_dict(cfg_loss: Any) -> dict[str, Any]:
     if isinstance(cfg_loss, DictConfig):
@@ -22,11 +22,15 @@ def _as_dict(cfg_loss: Any) -> dict[str, Any]:
         return dict(cfg_loss)
     raise ConfigError(f"loss config must be a mapping with a 'name' key, got {cfg_loss!r}")
 
-
 def loss_options(name: str) -> tuple[str, ...]:
     """The keys a loss's YAML may set besides ``name``."""
     return ("preset", "weight_decay") + LOSSES.meta(name)["params"]
 
+def _weight_decay(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    NON_NEGATIVE(name, "weight_decay", value)
+    return float(value)
 
 def build_loss(cfg_loss: Any, num_classes: int, dataset: str | None = None, noise: str | None = None,
                rate: float | None = None) -> Loss:
@@ -37,16 +41,21 @@ def build_loss(cfg_loss: Any, num_classes: int, dataset: str | None = None, nois
     ``loss.params`` records every resolved value.
     """
     options = _as_dict(cfg_loss)
-    name = options.pop("name", None)
+    name = options.get("name")
     if name is None:
-        raise ConfigError(f"loss config has no 'name'; registered: {', '.join(LOSSES.names())}")
-    LOSSES.get(name)
+        raise ConfigError(f"loss config has no 'name'; registered: {', '.join(LOSSES.names())}, or custom")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"num_classes={num_classes!r} is not allowed for a loss; it must be an integer >= 2")
+    if name == CUSTOM:
+        return build_custom(options, num_classes)
+    if name not in LOSSES:
+        LOSSES.get(name)  # the "unknown loss ... did you mean" error
+    options.pop("name")
     allowed = loss_options(name)
     for key in options:
         if key not in allowed:
-            raise ConfigError(f"loss {name} has no option '{key}'; allowed: {', '.join(allowed)}")
+            hint = " (loss.fn is for loss=custom)" if key == "fn" else ""
+            raise ConfigError(f"loss {name} has no option '{key}'{hint}; allowed: {', '.join(allowed)}")
     preset = options.pop("preset", None)
     explicit = {k: v for k, v in options.items() if v is not None}
     from_preset = preset_values(preset, name, dataset, noise, rate) if preset is not None else {}
@@ -61,14 +70,22 @@ def build_loss(cfg_loss: Any, num_classes: int, dataset: str | None = None, nois
         explicit = {k: v for k, v in explicit.items() if k == "weight_decay" or k in meta["params"]}
 
     resolved = {**meta["defaults"], "weight_decay": meta["weight_decay"], **from_preset, **explicit}
-    weight_decay = resolved.pop("weight_decay")
-    if weight_decay is not None:
-        NON_NEGATIVE(target, "weight_decay", weight_decay)
+    weight_decay = _weight_decay(target, resolved.pop("weight_decay"))
     for key, value in resolved.items():
-        meta["checks"][key](target, key, value)
+        check = meta["checks"][key]
+        if check is not None:
+            check(target, key, value)
+    settings = {k: resolved[k] for k in meta["settings"]}
+    hyperparameters = {k: v for k, v in resolved.items() if k not in meta["settings"]}
+    params = {"preset": preset, **({"run_as": run_as} if run_as else {}), **resolved, "weight_decay": weight_decay}
+    return Loss(name, LOSSES.get(target), hyperparameters, batch=meta["batch"], weight_decay=weight_decay,
+                params=params, batch_size_warning=meta["batch_size_warning"], num_classes=num_classes, **settings)
 
-    loss = LOSSES.get(target)(num_classes, **resolved)
-    loss.weight_decay = None if weight_decay is None else float(weight_decay)
-    loss.params = {"preset": preset, **({"run_as": run_as} if run_as else {}), **resolved,
-                   "weight_decay": loss.weight_decay}
-    return loss
+def build_custom(options: dict[str, Any], num_classes: int) -> Loss:
+    """A user's function (``loss=custom loss.fn=module:function``), imported, checked and probed."""
+    fn, hyperparameters = resolve_custom(options)
+    spec = options["fn"]
+    probe(fn, hyperparameters, num_classes, spec)
+    weight_decay = _weight_decay(spec, options.get("weight_decay"))
+    params = {"fn": spec, **hyperparameters, "weight_decay": weight_decay}
+    return Loss(custom_name(spec, fn), fn, hyperparameters, weight_decay=weight_decay, params=params)

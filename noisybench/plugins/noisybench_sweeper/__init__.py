@@ -58,6 +58,20 @@ class Changed(NamedTuple):
     finished: bool
 
 
+def custom_loss_only(job: list[str]) -> list[str]:
+    """``loss.fn`` names the function of ``loss=custom``: in a sweep over losses
+    (``loss=ce,custom loss.fn=mylosses:poly2``) the other cells leave it out."""
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    choice = next((o.split("=", 1)[1] for o in job if key(o) == "loss"), None)
+    if choice is None:
+        return job
+    if choice == "custom":  # its config has the key: a plain override (and a plain directory name)
+        return [o.lstrip("+") if key(o) == "loss.fn" else o for o in job]
+    return [o for o in job if key(o) != "loss.fn"]
+
+
 class GridSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
                  grid: Sequence[dict[str, Any]] | None = None, check: bool = True):
@@ -75,6 +89,7 @@ class GridSweeper(BasicSweeper):
             grid_args = [f"{k}={v}" for k, v in sub_grid.items()]
             overrides = parser.parse_overrides(common + grid_args + list(arguments))
             for job in self.split_arguments(overrides, None)[0]:
+                job = custom_loss_only(job)
                 if tuple(job) not in seen:
                     seen.add(tuple(job))
                     jobs.append(job)
