@@ -823,6 +823,18 @@ def test_registry_table_runs_as_a_module():
     assert all(f"\n{name}" in "\n" + out for name in preset_names())
 
 
+def test_step_benchmark_prints_each_losss_ratio_to_the_ce_step_and_flags_those_above_the_limit():
+    run = run_script("bench_loss_steps.py", "--only", "ce", "anl_ce", "--rounds", "2", "--repeats", "1",
+                     "--limit", "0.01")
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("cnn4 training step, batch 128 of 1 x 28 x 28, 10 classes"), run.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:4]}
+    assert sorted(rows) == ["anl_ce", "ce"] and all(row[4:] == [">", "0.01x"] for row in rows.values())
+    assert run.returncode == 1 and lines[-1] == "above 0.01x the CE step: ce, anl_ce"
+    bad = run_script("bench_loss_steps.py", "--only", "cee")
+    assert bad.returncode == 2 and "unknown loss 'cee' (did you mean 'ce'?)" in bad.stderr
+
+
 CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
 # Constants that silently change results: set explicitly in the YAMLs, not left to a default.
 EXPLICIT_CONSTANTS = {"label_clamp", "mae_scale", "class_reduction", "det_offset"}
