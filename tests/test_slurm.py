@@ -259,3 +259,21 @@ def test_a_packed_sweep_is_one_slurm_job_per_pack_with_the_local_numbers(cluster
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in names:
         assert metrics(sweep / name).equals(metrics(reference / name)), name
+
+
+@pytest.mark.slow
+def test_a_users_own_loss_runs_as_a_slurm_job(cluster, sweep, tmp_path):
+    # The module lives where the sweep is started, outside the package: each job imports it there.
+    (tmp_path / "mylosses.py").write_text(
+        "import torch.nn.functional as F\n\n"
+        "def poly2(logits, labels, eps1=1.0):\n"
+        "    pt = F.softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)\n"
+        "    return F.cross_entropy(logits, labels, reduction='none') + eps1 * (1 - pt)\n")
+    args = ["--multirun", "experiment=quickstart", "trainer.epochs=2", "loss=ce,custom", "loss.fn=mylosses:poly2",
+            "noise.rate=0.4", "seed=0", *SLURM, f"hydra.sweep.dir={sweep}"]
+    proc = start_sweep(args, tmp_path, tmp_path / "sweep.log")
+    assert finish(proc) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    found = cells(sweep)
+    assert sorted(s["loss"] for s in found.values()) == ["ce", "poly2"]
+    assert {s["status"] for s in found.values()} == {"completed"}
+    assert sorted(pd.read_csv(sweep / "leaderboard.csv")["loss"]) == ["ce", "poly2"]
