@@ -162,9 +162,14 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` so that a reader, or another process writing the same file, never sees it
+    half-written: a temporary file of its own beside it, then one rename."""
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .artifacts import diff_keys
+from .artifacts import atomic_write_text, diff_keys
 from .data.augment import CROP_PADDING, ROTATION_DEGREES, crop_flip, draw_crop_flip, normalize, rotate
 from .registry import ConfigError
 
@@ -107,11 +107,8 @@ def pack_job_name(cells: Sequence[Path]) -> str:
 
 
 def write_pack_manifest(job_dir: Path, cells: Sequence[Path]) -> Path:
-    job_dir.mkdir(parents=True, exist_ok=True)
     path = job_dir / PACK_MANIFEST
-    tmp = job_dir / f".{PACK_MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"cells": [str(Path(c).absolute()) for c in cells]}, indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps({"cells": [str(Path(c).absolute()) for c in cells]}, indent=1) + "\n")
     return path
 
 

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import REPO_ROOT, compose_config, run_cli
+from helpers import compose_config, run_cli
 
 from noisybench.noise import NoisyLabels
 from noisybench.run import run

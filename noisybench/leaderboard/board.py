@@ -13,7 +13,6 @@ of stats.py (ranks over settings, paired tests over seeds) go to ranks.csv and p
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -22,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from noisybench.artifacts import atomic_write_text
 
 from .runs import (CELL_KEYS, COMPLETED, FAILED_STATUSES, INCOMPLETE_STATUSES, Problem, cell_keys, collect_runs,
                    fixed_rate, swept_keys, value_order)
@@ -235,9 +236,7 @@ class Leaderboard:
                  "md": self.markdown(), "tex": self.latex(), "ranks": self.stats.ranks_csv().to_csv(index=False),
                  "pairs": self.stats.pairs.to_csv(index=False)}
         for kind, text in texts.items():
-            tmp = paths[kind].with_name(f".{paths[kind].name}.{os.getpid()}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, paths[kind])
+            atomic_write_text(paths[kind], text)
         return paths
 
 

@@ -75,6 +75,8 @@ def cell_dir(config: DictConfig, job_dir_key: str = "hydra.sweep.dir") -> Path:
 def write_cell_config(config: DictConfig, cell: Path, overwrite: bool = True) -> None:
     """``.hydra/config.yaml`` and ``overrides.yaml`` of a cell, as Hydra writes them when it runs
     the cell as its own job (a cell of a pack, or a cell whose job never started)."""
+    from noisybench.artifacts import atomic_write_text
+
     hydra_dir = cell / ".hydra"
     if not overwrite and (hydra_dir / "config.yaml").exists():
         return
@@ -82,9 +84,7 @@ def write_cell_config(config: DictConfig, cell: Path, overwrite: bool = True) ->
     hydra_dir.mkdir(parents=True, exist_ok=True)
     for name, content in (("config.yaml", OmegaConf.to_yaml(task)),
                           ("overrides.yaml", OmegaConf.to_yaml(list(config.hydra.overrides.task)))):
-        tmp = hydra_dir / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(content)
-        os.replace(tmp, hydra_dir / name)
+        atomic_write_text(hydra_dir / name, content)
 
 
 def job_cells(job_dir: Path) -> list[Path]:

@@ -196,11 +196,10 @@ class GridSweeper(BasicSweeper):
         size = self.max_batch_size if self.max_batch_size not in (None, -1) else max(len(jobs), 1)
         self.overrides = [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        from noisybench.artifacts import atomic_write_text
+
         # Replaced atomically: the same sweep may be started twice at once.
-        tmp = sweep_dir / f".multirun.yaml.{os.getpid()}.tmp"
-        tmp.write_text(OmegaConf.to_yaml(self.config))
-        os.replace(tmp, sweep_dir / "multirun.yaml")
+        atomic_write_text(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
 
         returns: list[Sequence[JobReturn]] = []
         initial_job_idx = 0
