@@ -32,7 +32,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .artifacts import atomic_write_text, diff_keys
-from .data.augment import CROP_PADDING, ROTATION_DEGREES, crop_flip, draw_crop_flip, normalize, rotate
 from .registry import ConfigError
 
 # The config sections every cell of a pack shares; the rest (seed, noise, loss, logger) may differ.
@@ -390,36 +389,6 @@ def clip_grad_norms_(grads: Sequence[torch.Tensor | None], max_norm: float) -> t
     for g in grads:
         g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
     return total
-
-
-# ---------------------------------------------------------------------------------------------
-# Batched augmentation, each cell with its own random draws
-# ---------------------------------------------------------------------------------------------
-
-def build_pack_augment(name: str, mean: Sequence[float], std: Sequence[float]
-                       ) -> Callable[[torch.Tensor, Sequence[torch.Generator]], torch.Tensor]:
-    """``fn(x_uint8 [K*B, C, H, W] cell-major, generators[K]) -> float32 normalised``, equal for
-    each cell to ``data.augment.build_augment(name, ...)(x_k, generators[k])``: every cell draws
-    its crop offsets, flips and angles from its own generator in that function's order, and the
-    geometry is applied to all cells' images in one batch."""
-    rotate_too = name == "crop_flip_rotate"
-
-    def augment(x: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        if name != "none":
-            batch, device = len(x) // len(generators), x.device
-            top, left, flip, angle = [], [], [], []
-            for g in generators:
-                for drawn, into in zip(draw_crop_flip(batch, g, device), (top, left, flip)):
-                    into.append(drawn)
-                if rotate_too:
-                    degrees = ROTATION_DEGREES
-                    angle.append(torch.rand(batch, generator=g, device=device) * (2 * degrees) - degrees)
-            x = crop_flip(x, torch.cat(top), torch.cat(left), torch.cat(flip), CROP_PADDING)
-            if rotate_too:
-                x = rotate(x, torch.cat(angle))
-        return normalize(x, mean, std)
-
-    return augment
 
 
 # ---------------------------------------------------------------------------------------------

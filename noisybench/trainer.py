@@ -36,9 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from .artifacts import (CHECKPOINT_FILE, METRICS_FILE, MetricsCSV, atomic_torch_save, config_changes,
                         describe_changes, diff_keys, fingerprint, utc_stamp)
-from .data.augment import normalize
+from .data.augment import build_augment, normalize
 from .losses.base import Loss, l1_norm
-from .pack import Pack, build_pack_augment, clip_grad_norms_, equal_runs, grad_norms, pack_input
+from .pack import Pack, clip_grad_norms_, equal_runs, grad_norms, pack_input
 from .registry import ConfigError
 
 log = logging.getLogger("noisybench")
@@ -479,7 +479,7 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
         run.resume(device)
     for run in runs:
         run.metrics.keep_epochs_up_to(run.state["epoch"])
-    augment = build_pack_augment(data.augment, data.mean, data.std)
+    augment = build_augment(data.augment, data.mean, data.std)
 
     n = len(data.clean_y)
     steps_per_epoch = math.ceil(n / t.batch_size)

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 from noisybench.data.augment import AUGMENTATIONS, build_augment
 from noisybench.models import MODELS, build_model
-from noisybench.pack import (CellParameters, Pack, build_pack_augment, cell_footprint_bytes, clip_grad_norms_,
+from noisybench.pack import (CellParameters, Pack, cell_footprint_bytes, clip_grad_norms_,
                              pack_input, stack_models)
 from noisybench.registry import ConfigError
 from noisybench.run import run, run_pack
@@ -264,7 +264,7 @@ def test_pack_augmentation_draws_for_each_cell_what_it_draws_alone(name):
     generators = [torch.Generator().manual_seed(s) for s in (7, 8, 9)]
     alone = [build_augment(name, mean, std)(x[5 * k:5 * (k + 1)], torch.Generator().set_state(g.get_state()))
              for k, g in enumerate(generators)]
-    packed = build_pack_augment(name, mean, std)(x, generators)
+    packed = build_augment(name, mean, std)(x, generators)
     assert torch.equal(packed, torch.cat(alone))
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from noisybench.registry import ConfigError
 
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Augment = Callable[[torch.Tensor, "torch.Generator | Sequence[torch.Generator]"], torch.Tensor]
 
 AUGMENTATIONS = ("none", "crop_flip", "crop_flip_rotate")
 CROP_PADDING = 4  # RandomCrop(size, padding=4): offsets 0..8 in the zero-padded image
@@ -93,6 +93,12 @@ def random_crop_flip(
     return crop_flip(x, *draw_crop_flip(x.shape[0], generator, x.device, padding), padding)
 
 
+def draw_rotation(batch: int, generator: torch.Generator, device: torch.device | str = "cpu",
+                  degrees: float = ROTATION_DEGREES) -> torch.Tensor:
+    """A batch's angles for RandomRotation(degrees): U[-degrees, degrees] per sample."""
+    return torch.rand(batch, generator=generator, device=device) * (2 * degrees) - degrees
+
+
 def _pixel_centres(size: int, device: torch.device) -> torch.Tensor:
     """Centres of ``size`` pixels in grid_sample's [-1, 1] units: (2 * index + 1) / size - 1."""
     return (2 * torch.arange(size, device=device, dtype=torch.float32) + 1) / size - 1
@@ -125,12 +131,15 @@ def random_rotation(
     x: torch.Tensor, generator: torch.Generator, degrees: float = ROTATION_DEGREES
 ) -> torch.Tensor:
     """RandomRotation(degrees): per-sample angle ~ U[-degrees, degrees]."""
-    angle = torch.rand(x.shape[0], generator=generator, device=x.device) * (2 * degrees) - degrees
-    return rotate(x, angle)
+    return rotate(x, draw_rotation(x.shape[0], generator, x.device, degrees))
 
 
 def build_augment(name: str, mean: Sequence[float], std: Sequence[float]) -> Augment:
-    """``fn(x_uint8 [B,C,H,W], generator) -> float32 normalised [B,C,H,W]`` for ``name``."""
+    """``fn(x_uint8 [B,C,H,W], generator) -> float32 normalised [B,C,H,W]`` for ``name``.
+
+    With a list of K generators, ``x`` holds K equal parts (the cells of a pack, cell-major) and
+    part k draws its crop offsets, flips and angles from generator k, in the order one
+    generator draws them alone; the geometry runs on all parts in one batch."""
     if name not in AUGMENTATIONS:
         raise ConfigError(f"unknown augmentation '{name}'; allowed: {', '.join(AUGMENTATIONS)}")
     if len(mean) != len(std):
@@ -139,11 +148,18 @@ def build_augment(name: str, mean: Sequence[float], std: Sequence[float]) -> Aug
         raise ConfigError(f"normalisation std {tuple(std)} must be positive")
     mean, std = tuple(map(float, mean)), tuple(map(float, std))
 
-    def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def augment(x: torch.Tensor, generators: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
         if name != "none":
-            x = random_crop_flip(x, generator)
-        if name == "crop_flip_rotate":
-            x = random_rotation(x, generator)
+            generators = [generators] if isinstance(generators, torch.Generator) else generators
+            part = len(x) // len(generators)
+            draws = []
+            for generator in generators:
+                crop = draw_crop_flip(part, generator, x.device)
+                draws.append((*crop, draw_rotation(part, generator, x.device)) if name == "crop_flip_rotate" else crop)
+            top, left, flip, *angle = (torch.cat(column) for column in zip(*draws))
+            x = crop_flip(x, top, left, flip)
+            if angle:
+                x = rotate(x, angle[0])
         return normalize(x, mean, std)
 
     return augment
