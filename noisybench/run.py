@@ -22,7 +22,7 @@ from .artifacts import (NOISY_LABELS_FILE, SUMMARY_FILE, atomic_write_json, fing
 from .config_keys import check_known_keys
 from .data import DATASETS, check_dataset, load_dataset
 from .logger import check_logger, make_logger
-from .losses import build_loss
+from .losses import build_loss, resolve_loss
 from .models import build_model
 from .noise import check_noise, make_noisy_labels
 from .pack import cell_footprint_bytes, check_pack_loggers, check_packable, resolve_pack_size, shared_bytes
@@ -171,8 +171,8 @@ def _train_cells(cells: list[tuple[DictConfig, Path]], dataset, root: Path,
                  noisy.realised_rate)
         init = torch.Generator().manual_seed(seeds_for(cfg.seed)["init"])
         model = build_model(cfg.model, dataset.input_shape, dataset.num_classes, generator=init)
-        loss = build_loss(cfg.loss, dataset.num_classes, dataset=dataset.name, noise=cfg.noise.name,
-                          rate=cfg.noise.rate)
+        loss, settings = resolve_loss(cfg.loss, dataset.num_classes, dataset=dataset.name, noise=cfg.noise.name,
+                                      rate=cfg.noise.rate)
         batch_size_warning = loss.batch_size_warning(cfg.trainer.batch_size)
         if batch_size_warning:
             log.warning("%s", batch_size_warning)
@@ -198,7 +198,7 @@ def _train_cells(cells: list[tuple[DictConfig, Path]], dataset, root: Path,
             "config": fingerprint(cfg),
         })
         packed.append(Cell(cfg, model, loss, torch.from_numpy(noisy.noisy), run_dir,
-                           make_logger(cfg.logger, cfg, run_dir)))
+                           make_logger(cfg.logger, cfg, run_dir), settings=settings))
     data = TrainData(dataset.train_x, packed[0].noisy_y, dataset.train_y, dataset.test_x, dataset.test_y,
                      dataset.num_classes, dataset.mean, dataset.std, cells[0][0].dataset.augment)
     try:

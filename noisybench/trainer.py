@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from .artifacts import (CHECKPOINT_FILE, METRICS_FILE, MetricsCSV, atomic_torch_save, config_changes,
                         describe_changes, diff_keys, fingerprint, utc_stamp)
 from .data.augment import build_augment, normalize
-from .losses.base import Loss, l1_norm
+from .losses.base import Loss, TrainingSettings
 from .pack import Pack, clip_grad_norms_, equal_runs, grad_norms, pack_input
 from .registry import ConfigError
 
@@ -85,6 +85,8 @@ class Cell:
     # Called after every optimiser step with the step's figures (scripts/check_official_training.py
     # compares them with a paper's own code); it reads tensors back, so it slows the loop.
     on_step: Callable[[dict], None] | None = None
+    # What the loss's papers train it with: weight decay, L1 term, CE warm-up and a fixed lr.
+    settings: TrainingSettings = TrainingSettings()
 
 
 def metric_columns(num_classes: int) -> list[str]:
@@ -168,6 +170,11 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"trainer.device={name!r} is not allowed; use auto, cpu or cuda[:index]")
     return device
+
+
+def l1_norm(model: torch.nn.Module) -> torch.Tensor:
+    """sum |theta| over all parameters, BatchNorm and biases included (ANL's and JAL's L1)."""
+    return sum(p.abs().sum() for p in model.parameters())
 
 
 def seeds_for(seed: int) -> dict[str, int]:
@@ -307,18 +314,19 @@ class CellRun:
     def __init__(self, index: int, cell: Cell, t: DictConfig, device: torch.device, channels_last: bool,
                  num_classes: int):
         self.index, self.cell, self.cfg, self.loss_fn = index, cell, cell.cfg, cell.loss_fn
-        self.loss_key = shared_loss_key(cell.cfg, cell.loss_fn)
+        self.loss_key = shared_loss_key(cell.loss_fn, cell.settings)
         self.name = Path(cell.run_dir).name
         self.model = cell.model.to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        loss_wd = getattr(cell.loss_fn, "weight_decay", None)
-        self.optimizer = make_optimizer(self.model, t, t.weight_decay if loss_wd is None else loss_wd)
+        self.settings = cell.settings
+        own_wd = self.settings.weight_decay
+        self.optimizer = make_optimizer(self.model, t, t.weight_decay if own_wd is None else own_wd)
+        self.l1 = float(t.l1) + self.settings.l1
         self.scheduler = make_scheduler(self.optimizer, t)
         seeds = seeds_for(cell.cfg.seed)
         self.order_gen = torch.Generator().manual_seed(seeds["order"])
         self.aug_gen = torch.Generator(device=device).manual_seed(seeds["augment"])
-        self.needs_model = bool(getattr(cell.loss_fn, "needs_model", False))
         if t.compile and isinstance(cell.loss_fn, Loss):
             cell.loss_fn.compile()
         self.noisy_y = cell.noisy_y.to(device)
@@ -366,9 +374,9 @@ class CellRun:
                     "starts over from epoch 0", self.ckpt_path, type(error).__name__, reason, METRICS_FILE, stamp)
 
     def begin_epoch(self) -> float:
-        """Move the loss into this epoch's stage; return the epoch's lr."""
+        """Enter this epoch's stage (L_DMI's CE warm-up, then its fixed lr); return the epoch's lr."""
         epoch = self.state["epoch"]
-        self.stage_lr = self.loss_fn.stage_lr(epoch) if hasattr(self.loss_fn, "stage_lr") else None
+        self.stage_lr = self.settings.fixed_lr(epoch)
         if self.stage_lr is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.stage_lr
@@ -444,9 +452,11 @@ def train(
     run_dir: Path,
     logger,
     on_epoch: Callable[[dict], None] | None = None,
+    settings: TrainingSettings = TrainingSettings(),
 ) -> dict[str, Any]:
     """Train ``model`` and return the figures summary.json needs (status, last/best epochs...)."""
-    return train_pack([Cell(cfg, model, loss_fn, data.noisy_y, Path(run_dir), logger, on_epoch)], data)[0]
+    return train_pack([Cell(cfg, model, loss_fn, data.noisy_y, Path(run_dir), logger, on_epoch, settings=settings)],
+                      data)[0]
 
 
 def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
@@ -484,7 +494,6 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
     n = len(data.clean_y)
     steps_per_epoch = math.ceil(n / t.batch_size)
     show_bar = bool(t.progress) and sys.stderr.isatty()
-    trainer_l1 = float(t.l1)
     pack: Pack | None = None
     step_model: Callable | None = None
     members: list[CellRun] = []  # the pack's cells, in its order
@@ -541,19 +550,22 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
             with autocast():
                 logits = step_model(x)
             logits = logits.float().view(batch, size, -1).transpose(0, 1).contiguous()  # [K, B, classes]
-            cell_models = pack.cell_parameters() if trainer_l1 or any(r.needs_model for r in members) else None
             losses = []
             for _, first, stop in loss_groups:
                 run = members[first]
                 if stop - first == 1:
-                    kwargs = {"model": cell_models[first]} if run.needs_model else {}
-                    losses.append(run.loss_fn(logits[first], noisy[first], **kwargs).reshape(1))
+                    if run.settings.in_warmup(run.state["epoch"]):
+                        losses.append(F.cross_entropy(logits[first], noisy[first]).reshape(1))
+                    else:
+                        losses.append(run.loss_fn(logits[first], noisy[first]).reshape(1))
                 else:  # the batch mean of each cell's per-sample values; the same gradients
                     values = run.loss_fn.values(logits[first:stop].flatten(0, 1), noisy[first:stop].flatten())
                     losses.append(values.view(stop - first, -1).mean(1))
             loss = torch.cat(losses)
-            if trainer_l1:
-                loss = loss + trainer_l1 * torch.stack([l1_norm(m) for m in cell_models])
+            if any(run.l1 for run in members):  # + l1 * sum|theta| of each cell with an L1 term
+                cell_models = pack.cell_parameters()
+                loss = torch.stack([value + run.l1 * l1_norm(cell_models[k]) if run.l1 else value
+                                    for k, (value, run) in enumerate(zip(loss.unbind(), members))])
             pack.zero_grad()
             # Each cell's loss depends on its own slice of the parameters only: the gradient of the
             # sum is, slice by slice, every cell's own gradient.
@@ -643,14 +655,14 @@ def numerics_settings(device: torch.device, use_amp: bool, channels_last: bool, 
     return settings
 
 
-def shared_loss_key(cfg: DictConfig, loss_fn: torch.nn.Module) -> str | None:
+def shared_loss_key(loss_fn: torch.nn.Module, settings: TrainingSettings) -> str | None:
     """Cells with equal keys train on the same per-sample loss function, which a pack evaluates for
-    all of them in one call; None where the loss is evaluated cell by cell (it reads the model's
-    parameters, the whole batch or the epoch, or is not a built ``Loss``)."""
-    if not isinstance(loss_fn, Loss) or not loss_fn.per_sample or loss_fn.needs_model or loss_fn.staged:
+    all of them in one call; None where the loss is evaluated cell by cell (it depends on the whole
+    batch or on the epoch's stage, or is not a built ``Loss``)."""
+    if not isinstance(loss_fn, Loss) or not loss_fn.per_sample or settings.staged:
         return None
     function = loss_fn.function
-    return json.dumps([loss_fn.name, f"{function.__module__}.{function.__qualname__}", loss_fn.params],
+    return json.dumps([loss_fn.name, f"{function.__module__}.{function.__qualname__}", loss_fn.hyperparameters],
                       sort_keys=True, default=str)
 
 

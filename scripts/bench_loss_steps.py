@@ -1,7 +1,7 @@
 """The cnn4 MNIST training step with each registered loss, relative to the step with CE.
 
 A step as the trainer takes it: zero_grad, forward of a batch of 128 MNIST-shaped images,
-the loss (with its L1 term where its defaults have one; L_DMI in its DMI stage), backward,
+the loss (with its L1 term where its defaults have one; L_DMI's DMI stage, not its CE warm-up), backward,
 gradient clipping at 5.0 and an SGD step with momentum. Each loss's steps are timed in short
 blocks, each next to a block of CE steps on an identical model, so that load on the machine
 affects both alike; "ratio" is the median over rounds of loss / CE, "fastest" the ratio of the
@@ -20,22 +20,22 @@ import sys
 
 import torch
 
-from noisybench.losses import LOSSES, build_loss
+from noisybench.losses import LOSSES, build_loss, resolve_loss
 from noisybench.models.cnn import cnn4
-from noisybench.trainer import cxx_compiler
+from noisybench.trainer import cxx_compiler, l1_norm
 from timing import alternating_blocks
 
 BATCH = 128
 
 
-def training_step(loss, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor):
-    """One of the trainer's steps, as a call of no arguments."""
+def training_step(loss, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, l1: float = 0.0):
+    """One of the trainer's steps, as a call of no arguments (with the L1 term where ``l1``)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         logits = model(images)
-        value = loss(logits, labels, model=model) if loss.needs_model else loss(logits, labels)
+        value = loss(logits, labels) + l1 * l1_norm(model) if l1 else loss(logits, labels)
         value.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
@@ -75,12 +75,11 @@ def main() -> int:
     print(f"{'loss':<12} {'step (ms)':>10} {'CE (ms)':>9} {'ratio':>6} {'fastest':>8}")
     slow = []
     for name in names:
-        loss = build_loss({"name": name}, args.classes)
-        loss.stage_lr(1_000_000)
+        loss, settings = resolve_loss({"name": name}, args.classes)
         if args.compile:
             loss.compile()
         blocks = alternating_blocks({"ce": training_step(ce, copy.deepcopy(model), images, labels),
-                                     "loss": training_step(loss, copy.deepcopy(model), images, labels)},
+                                     "loss": training_step(loss, copy.deepcopy(model), images, labels, settings.l1)},
                                     args.rounds, args.repeats)
         ratio = statistics.median(t / c for t, c in zip(blocks["loss"], blocks["ce"]))
         fastest = min(blocks["loss"]) / min(blocks["ce"])

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import torch
 
-from noisybench.losses import LOSSES, build_loss
+from noisybench.losses import LOSSES, resolve_loss
+from noisybench.trainer import l1_norm
 
 REPOS = {  # option: (repository, its loss file)
     "apl": ("HanxunH/Active-Passive-Losses", "loss.py"),
@@ -66,7 +67,7 @@ CASES = [
      lambda m, k, p: m.NGCEandMAE(p["alpha"], p["beta"], k, q=p["q"])),
     ("ngce_rce", dict(alpha=2.0, beta=10.0, q=0.3), "apl",
      lambda m, k, p: m.NGCEandRCE(p["alpha"], p["beta"], k, q=p["q"])),
-    ("dmi", dict(warmup_epochs=0), "apl", lambda m, k, p: m.DMILoss(k)),
+    ("dmi", {}, "apl", lambda m, k, p: m.DMILoss(k)),
     ("nnce", dict(min_prob=1e-6), "anl", lambda m, k, p: m.nnce(k, p)),
     ("nnfl", dict(gamma=0.7, min_prob=1e-6), "anl", lambda m, k, p: m.nnfl(k, p)),
     ("anl_ce", dict(alpha=5.0, beta=3.0, delta=5e-3, min_prob=1e-7), "anl", lambda m, k, p: m.anl_ce(k, p)),
@@ -97,8 +98,6 @@ CASES = [
     ("fl_eps_mae", dict(alpha=0.5, beta=5.0, m=1e3, gamma=0.3, eps=1e-8), "eps",
      lambda m, k, p: m.EFLandMAE(p["m"], alpha=p["alpha"], beta=p["beta"], gamma=p["gamma"], eps=p["eps"])),
 ]
-# Only the official hyperparameters reach the official loss.
-OURS_ONLY = {"warmup_epochs"}
 # Official code that runs in float32 only (L_DMI builds its one-hot matrix as a FloatTensor).
 FLOAT32_ONLY = {"dmi"}
 # ANL's code keeps -log(min_prob) as a float32 tensor: in float64 its gradients differ from the
@@ -186,17 +185,16 @@ BATCHES = {"ordinary": make_batch, "sharp": sharp_batch}
 
 def compare(name, params, official, classes, batch, dtype, kind) -> tuple[float, float]:
     logits, labels = (dmi_batch if name == "dmi" else BATCHES[kind])(batch, classes, dtype)
-    ours = build_loss({"name": name, **params}, classes)
-    ours.stage_lr(0)
-    model = small_model(dtype) if ours.needs_model else None
+    ours, settings = resolve_loss({"name": name, **params}, classes)
+    model = small_model(dtype) if settings.l1 else None
     results = []
     for loss in (ours, official):
         z = logits.clone().requires_grad_()
         with cuda_is_a_no_op():
             if model is None:
                 value = loss(z, labels)
-            elif loss is ours:
-                value = loss(z, labels, model=model)
+            elif loss is ours:  # the L1 term, as the trainer adds it
+                value = loss(z, labels) + settings.l1 * l1_norm(model)
             else:
                 value = loss(z, labels, model)
         value.backward()
@@ -228,9 +226,8 @@ def main() -> int:
     for name, params, key, build in CASES:
         if key not in modules:
             continue
-        official_params = {k: v for k, v in params.items() if k not in OURS_ONLY}
         try:
-            official = build(modules[key], args.classes, official_params)
+            official = build(modules[key], args.classes, params)
         except AttributeError as e:  # another version of the repository
             print(f"{name:<11} not in this checkout of {REPOS[key][0]}: {e}")
             continue

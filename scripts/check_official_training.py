@@ -175,7 +175,7 @@ def run_noisybench(cfg, steps: int, workdir: Path, nudge: bool = False) -> tuple
     the control's initial weights and every gradient it computes are one rounding off."""
     from noisybench.data import load_dataset
     from noisybench.data.base import SUBSET_SEED, stratified_subset
-    from noisybench.losses import build_loss
+    from noisybench.losses import resolve_loss
     from noisybench.models import build_model
     from noisybench.noise import make_noisy_labels
     from noisybench.run import check_config, data_root
@@ -203,8 +203,8 @@ def run_noisybench(cfg, steps: int, workdir: Path, nudge: bool = False) -> tuple
                 p.register_hook(lambda grad: one_rounding(grad, rounding))
     names = [name for name, _ in model.named_parameters()]
     initial = [p.detach().clone() for p in model.parameters()]
-    loss_fn = build_loss(cfg.loss, dataset.num_classes, dataset=dataset.name, noise=cfg.noise.name,
-                         rate=cfg.noise.rate)
+    loss_fn, settings = resolve_loss(cfg.loss, dataset.num_classes, dataset=dataset.name, noise=cfg.noise.name,
+                                     rate=cfg.noise.rate)
 
     ours, batches, epochs = Trajectory(), [], []
 
@@ -221,7 +221,8 @@ def run_noisybench(cfg, steps: int, workdir: Path, nudge: bool = False) -> tuple
 
     run_dir = workdir / ("noisybench-nudged" if nudge else "noisybench")
     run_dir.mkdir(parents=True, exist_ok=True)
-    cell = Cell(cfg, model, loss_fn, torch.from_numpy(noisy.noisy), run_dir, _Quiet(), on_step=on_step)
+    cell = Cell(cfg, model, loss_fn, torch.from_numpy(noisy.noisy), run_dir, _Quiet(), on_step=on_step,
+                settings=settings)
     data = TrainData(dataset.train_x, cell.noisy_y, dataset.train_y, dataset.test_x, dataset.test_y,
                      dataset.num_classes, dataset.mean, dataset.std, cfg.dataset.augment)
     with contextlib.suppress(StopAfterSteps):

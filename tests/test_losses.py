@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import yaml
 from helpers import HostReads, run_script
 
-from noisybench.losses import LOSSES, build_loss, loss_options
+from noisybench.losses import LOSSES, TrainingSettings, build_loss, loss_options, resolve_loss
 from noisybench.registry import ConfigError
 from noisybench.trainer import cxx_compiler
 
@@ -630,41 +630,33 @@ L1_LOSSES = ["anl_ce", "anl_fl", "jal_ce", "jal_fl", "nnce", "nnfl"]
 
 
 @pytest.mark.parametrize("name", L1_LOSSES)
-def test_l1_term_adds_delta_times_the_parameters_absolute_sum(name):
+def test_an_l1_losss_delta_is_a_training_setting_the_function_never_sees(name):
     z, y = batch(seed=9)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, K)).double()
     params = REFERENCES[name][0]
-    plain = build_loss({"name": name, **params}, K)
-    with_l1 = build_loss({"name": name, **params, "delta": 1e-3}, K)
-    assert with_l1.needs_model and not plain.needs_model
-    l1 = sum(np.abs(p.detach().numpy()).sum() for p in model.parameters())  # BatchNorm and biases included
-    value = with_l1(z, y, model=model)
-    assert value.item() == pytest.approx(plain(z, y).item() + 1e-3 * l1, rel=1e-12)
-    value.backward()
-    np.testing.assert_allclose(model[2].bias.grad.numpy(), 1e-3 * np.sign(model[2].bias.detach().numpy()))
-    with pytest.raises(ValueError, match="model=model"):
-        with_l1(z, y)
+    plain, plain_settings = resolve_loss({"name": name, **params, "delta": 0.0}, K)
+    loss, settings = resolve_loss({"name": name, **params, "delta": 1e-3}, K)
+    assert (settings.l1, plain_settings.l1) == (1e-3, 0.0) and "delta" not in loss.hyperparameters
+    assert loss.params["delta"] == 1e-3  # recorded with the run
+    assert loss(z, y).item() == plain(z, y).item()
 
 
 def test_anl_and_jal_replace_weight_decay_by_their_l1_term():
-    assert build_loss({"name": "anl_ce"}, K).weight_decay == 0.0
-    assert build_loss({"name": "jal_ce"}, K).weight_decay == 0.0
-    assert build_loss({"name": "jal_ce", "weight_decay": 1e-4}, K).weight_decay == 1e-4
-    assert build_loss({"name": "nce_rce"}, K).weight_decay is None
+    settings = {name: resolve_loss({"name": name}, K)[1] for name in ("anl_ce", "jal_ce", "nce_rce")}
+    assert (settings["anl_ce"].weight_decay, settings["anl_ce"].l1) == (0.0, 5e-5)
+    assert settings["jal_ce"].weight_decay == 0.0 and settings["nce_rce"] == TrainingSettings()
+    assert resolve_loss({"name": "jal_ce", "weight_decay": 1e-4}, K)[1].weight_decay == 1e-4
 
 
-def test_dmi_warms_up_with_ce_then_runs_at_its_own_lr():
+def test_dmi_comes_with_a_ce_warm_up_and_its_own_lr_for_the_trainer():
     z, y = batch()
-    loss = build_loss({"name": "dmi", "warmup_epochs": 2, "lr": 1e-6}, K)
+    loss, settings = resolve_loss({"name": "dmi", "warmup_epochs": 2, "lr": 1e-6}, K)
     assert not loss.per_sample
     with pytest.raises(TypeError):
         loss.values(z, y)
-    for epoch in (0, 1):
-        assert loss.stage_lr(epoch) is None
-        torch.testing.assert_close(loss(z, y), F.cross_entropy(z, y))
-    assert loss.stage_lr(2) == 1e-6 and loss.stage_lr(30) == 1e-6
-    torch.testing.assert_close(loss(z, y), ref_dmi(z, y, 1e-3))
+    assert [settings.in_warmup(e) for e in (0, 1, 2, 30)] == [True, True, False, False]
+    assert [settings.fixed_lr(e) for e in (0, 1, 2, 30)] == [None, None, 1e-6, 1e-6]
+    torch.testing.assert_close(loss(z, y), ref_dmi(z, y, 1e-3))  # the loss itself is always DMI
+    assert not TrainingSettings().staged and TrainingSettings().fixed_lr(5) is None
 
 
 def test_dmi_without_a_class_in_the_batch_has_det_0_and_no_gradient():
@@ -704,22 +696,19 @@ def test_dmi_warns_when_batches_are_too_small_to_hold_every_class():
     assert all(build_loss({"name": name}, 100).batch_size_warning(2) is None for name in LOSSES.names() if name != "dmi")
 
 
-def default_loss_value(name, z, y, model):
-    """``name`` with its defaults (its L1 term too, where it has one; L_DMI in its DMI stage)
-    on ``z``, ``y``, given the model where the loss needs it."""
-    loss = build(name, {"warmup_epochs": 0} if name == "dmi" else {})
-    return loss(z, y, model=model) if loss.needs_model else loss(z, y)
+def default_loss_value(name, z, y):
+    """``name`` with its defaults on ``z``, ``y``."""
+    return build(name)(z, y)
 
 
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_no_loss_reads_a_tensor_back_to_the_host(name):
     """The trainer never waits for the device within an epoch; a loss must not either."""
-    model = torch.nn.Linear(2, K)
     z, y = batch()
     z.requires_grad_()
-    default_loss_value(name, z, y, model).backward()  # first use fills the constant caches
+    default_loss_value(name, z, y).backward()  # a first call: lazily built state is not counted
     with HostReads() as host:
-        default_loss_value(name, z, y, model).backward()
+        default_loss_value(name, z, y).backward()
     assert host.reads == []
 
 
@@ -729,7 +718,7 @@ def test_every_loss_runs_where_its_logits_are(name):
     loss that left a tensor of its own on the CPU would fail here as it would on a GPU."""
     z = torch.empty(16, K, device="meta", requires_grad=True)
     y = torch.empty(16, dtype=torch.long, device="meta")
-    value = default_loss_value(name, z, y, torch.nn.Linear(2, K, device="meta"))
+    value = default_loss_value(name, z, y)
     value.backward()
     assert value.device.type == z.grad.device.type == "meta" and z.grad.shape == z.shape
 

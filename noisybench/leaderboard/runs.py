@@ -224,13 +224,13 @@ def run_from_config(run_dir: Path) -> dict[str, Any]:
         from omegaconf import OmegaConf
 
         from noisybench.data import DATASETS
-        from noisybench.losses import build_loss
+        from noisybench.losses import resolve_loss
 
         cfg = OmegaConf.create(config)
         dataset, noise = cfg.dataset.name, cfg.noise.name
         rate = float(cfg.noise.rate)
-        loss = build_loss(cfg.loss, DATASETS.meta(dataset)["num_classes"], dataset=dataset, noise=noise,
-                          rate=rate)
+        loss, _ = resolve_loss(cfg.loss, DATASETS.meta(dataset)["num_classes"], dataset=dataset, noise=noise,
+                               rate=rate, probe=False)
         row = _cell(dataset, cfg.model.name, noise, cfg.noise, rate, cfg.trainer.epochs, loss.name,
                     loss.params)
         row.update(seed=cfg.seed, noise_seed=cfg.noise.seed)

@@ -17,7 +17,8 @@ registered with ``batch=True``.
 Some papers pair a loss with training settings: an L1 term ``delta * sum|theta|`` instead of L2
 weight decay (ANL, JAL: ``weight_decay=0.0, settings={"delta": ...}``), or a CE warm-up followed
 by a fixed learning rate (L_DMI: ``settings={"warmup_epochs": ..., "lr": ...}``). They are
-resolved with the hyperparameters (a preset may set them) and not passed to the function.
+resolved with the hyperparameters (a preset may set them) into ``TrainingSettings``, which the
+trainer applies; the function never sees them.
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from noisybench.registry import ConfigError, Registry
 
@@ -212,41 +212,53 @@ def one_hot(labels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like).scatter_(1, labels.unsqueeze(1), 1.0)
 
 
-def l1_norm(model: torch.nn.Module) -> torch.Tensor:
-    """sum |theta| over all parameters, BatchNorm and biases included (ANL's and JAL's L1)."""
-    return sum(p.abs().sum() for p in model.parameters())
-
-
 # ---------------------------------------------------------------------------------------------
-# The built loss
+# The built loss and the training settings that come with it
 # ---------------------------------------------------------------------------------------------
 
-class Loss(torch.nn.Module):
-    """A loss function with its resolved hyperparameters; ``loss(logits, labels)`` is the batch mean.
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What a loss's papers train it with besides the loss, resolved with its hyperparameters
+    (explicit value > paper preset > registration) and applied by the trainer to its cell.
 
-    ``values`` gives the per-sample values (``per_sample``: False for a batch-level loss).
-    ``delta > 0`` adds the L1 term ``delta * sum|theta|``, for which the trainer passes
-    ``model=`` (``needs_model``). ``weight_decay``: None keeps the trainer's L2 weight decay, a
-    number replaces it. ``warmup_epochs`` and ``lr``: CE for the first epochs, then this loss at
-    that fixed learning rate (``stage_lr``). ``params``: every resolved value, recorded with the run.
+    ``weight_decay``: the optimiser's L2 weight decay (None: ``trainer.weight_decay``). ``l1``:
+    the weight of an L1 term ``l1 * sum|theta|`` over all parameters (ANL's and JAL's ``delta``),
+    added to ``trainer.l1``. ``warmup_epochs`` and ``lr``: CE for the first epochs at the
+    schedule's learning rate, then the loss at this fixed learning rate (L_DMI's protocol);
+    ``lr`` None: no such stages.
     """
 
+    weight_decay: float | None = None
+    l1: float = 0.0
+    warmup_epochs: int = 0
+    lr: float | None = None
+
+    @property
+    def staged(self) -> bool:
+        return self.lr is not None
+
+    def in_warmup(self, epoch: int) -> bool:
+        return self.staged and epoch < self.warmup_epochs
+
+    def fixed_lr(self, epoch: int) -> float | None:
+        """The learning rate of ``epoch``'s stage; None where the schedule's."""
+        return self.lr if self.staged and epoch >= self.warmup_epochs else None
+
+
+class Loss(torch.nn.Module):
+    """A loss function with its resolved hyperparameters; ``loss(logits, labels)`` is the batch
+    mean (a batch-level loss's value as it is), ``values`` the per-sample values (``per_sample``:
+    False for a batch-level loss). ``params``: every resolved value, recorded with the run."""
+
     def __init__(self, name: str, fn: Callable, hyperparameters: Mapping[str, Any], *, batch: bool = False,
-                 delta: float = 0.0, weight_decay: float | None = None, warmup_epochs: int = 0,
-                 lr: float | None = None, params: Mapping[str, Any] | None = None,
+                 params: Mapping[str, Any] | None = None,
                  batch_size_warning: Callable[[int, int], str | None] | None = None, num_classes: int = 0):
         super().__init__()
         self.name, self.fn, self.hyperparameters = name, fn, dict(hyperparameters)
+        self.function = fn  # ``compile`` replaces ``fn``; this stays the registered (or user's) function
         self.per_sample = not batch
-        self.l1 = float(delta)
-        self.needs_model = self.l1 > 0
-        self.weight_decay = weight_decay
-        self.warmup_epochs, self.fixed_lr = int(warmup_epochs), lr
-        self.staged = lr is not None
-        self.epoch = 0
         self.params = dict(params or hyperparameters)
         self._warning, self.num_classes = batch_size_warning, num_classes
-        self.function = fn  # ``compile`` replaces ``fn``; this stays the user's function
 
     def values(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-sample losses [N] (differentiable)."""
@@ -254,25 +266,9 @@ class Loss(torch.nn.Module):
             raise TypeError(f"{self.name} depends on the whole batch; it has no per-sample values")
         return self.fn(as_float(logits), labels, **self.hyperparameters)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor,
-                model: torch.nn.Module | None = None) -> torch.Tensor:
-        logits = as_float(logits)
-        if self.staged and self.epoch < self.warmup_epochs:
-            value = F.cross_entropy(logits, labels)
-        else:
-            value = self.fn(logits, labels, **self.hyperparameters)
-            value = value.mean() if self.per_sample else value
-        if self.l1 > 0:
-            if model is None:
-                raise ValueError(f"{self.name} has an L1 term (delta={self.l1:g}); "
-                                 "call it as loss(logits, labels, model=model)")
-            value = value + self.l1 * l1_norm(model)
-        return value
-
-    def stage_lr(self, epoch: int) -> float | None:
-        """Enter ``epoch``'s stage; the fixed learning rate of that stage, None where the schedule's."""
-        self.epoch = epoch
-        return self.fixed_lr if self.staged and epoch >= self.warmup_epochs else None
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        value = self.fn(as_float(logits), labels, **self.hyperparameters)
+        return value.mean() if self.per_sample else value
 
     def compile(self) -> None:
         """Fuse the function's kernels with ``torch.compile`` (``trainer.compile=true``); static

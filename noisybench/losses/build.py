@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from noisybench.registry import ConfigError
 
-from .base import LOSSES, NON_NEGATIVE, Loss
+from .base import LOSSES, NON_NEGATIVE, Loss, TrainingSettings
 from .custom import CUSTOM, custom_name, probe, resolve_custom
 from .presets import preset_values
 
@@ -34,11 +34,18 @@ def _weight_decay(name: str, value: Any) -> float | None:
 
 def build_loss(cfg_loss: Any, num_classes: int, dataset: str | None = None, noise: str | None = None,
                rate: float | None = None) -> Loss:
-    """Validate ``cfg_loss`` and build the loss.
+    """The loss of ``resolve_loss``, without its training settings."""
+    return resolve_loss(cfg_loss, num_classes, dataset, noise, rate)[0]
+
+
+def resolve_loss(cfg_loss: Any, num_classes: int, dataset: str | None = None, noise: str | None = None,
+                 rate: float | None = None, probe: bool = True) -> tuple[Loss, TrainingSettings]:
+    """Validate ``cfg_loss``; the loss and the training settings that come with it.
 
     A hyperparameter that is null in the config comes from ``preset`` for (loss, dataset,
     noise, rate) when a preset is set and has it, else from the loss's documented default.
-    ``loss.params`` records every resolved value.
+    ``loss.params`` records every resolved value. ``probe``: run a user's own loss once on a
+    probe batch (off where only its resolved values are wanted).
     """
     options = _as_dict(cfg_loss)
     name = options.get("name")
@@ -47,7 +54,7 @@ def build_loss(cfg_loss: Any, num_classes: int, dataset: str | None = None, nois
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"num_classes={num_classes!r} is not allowed for a loss; it must be an integer >= 2")
     if name == CUSTOM:
-        return build_custom(options, num_classes)
+        return build_custom(options, num_classes, probe)
     if name not in LOSSES:
         LOSSES.get(name)  # the "unknown loss ... did you mean" error
     options.pop("name")
@@ -78,14 +85,18 @@ def build_loss(cfg_loss: Any, num_classes: int, dataset: str | None = None, nois
     settings = {k: resolved[k] for k in meta["settings"]}
     hyperparameters = {k: v for k, v in resolved.items() if k not in meta["settings"]}
     params = {"preset": preset, **({"run_as": run_as} if run_as else {}), **resolved, "weight_decay": weight_decay}
-    return Loss(name, LOSSES.get(target), hyperparameters, batch=meta["batch"], weight_decay=weight_decay,
-                params=params, batch_size_warning=meta["batch_size_warning"], num_classes=num_classes, **settings)
+    loss = Loss(name, LOSSES.get(target), hyperparameters, batch=meta["batch"], params=params,
+                batch_size_warning=meta["batch_size_warning"], num_classes=num_classes)
+    return loss, TrainingSettings(weight_decay=weight_decay, l1=float(settings.get("delta", 0.0)),
+                                  warmup_epochs=int(settings.get("warmup_epochs", 0)), lr=settings.get("lr"))
 
-def build_custom(options: dict[str, Any], num_classes: int) -> Loss:
+
+def build_custom(options: dict[str, Any], num_classes: int, run_probe: bool) -> tuple[Loss, TrainingSettings]:
     """A user's function (``loss=custom loss.fn=module:function``), imported, checked and probed."""
     fn, hyperparameters = resolve_custom(options)
     spec = options["fn"]
-    probe(fn, hyperparameters, num_classes, spec)
+    if run_probe:
+        probe(fn, hyperparameters, num_classes, spec)
     weight_decay = _weight_decay(spec, options.get("weight_decay"))
     params = {"fn": spec, **hyperparameters, "weight_decay": weight_decay}
-    return Loss(custom_name(spec, fn), fn, hyperparameters, weight_decay=weight_decay, params=params)
+    return Loss(custom_name(spec, fn), fn, hyperparameters, params=params), TrainingSettings(weight_decay=weight_decay)
