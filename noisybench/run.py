@@ -201,6 +201,10 @@ def _train_cells(cells: list[tuple[DictConfig, Path]], dataset, root: Path,
                            make_logger(cfg.logger, cfg, run_dir), settings=settings))
     data = TrainData(dataset.train_x, packed[0].noisy_y, dataset.train_y, dataset.test_x, dataset.test_y,
                      dataset.num_classes, dataset.mean, dataset.std, cells[0][0].dataset.augment)
+    # Written once resolved, before training: a run killed on the way keeps its resolved loss
+    # values and config, which the leaderboard reads from here.
+    for summary, cell in zip(summaries, packed):
+        atomic_write_json(cell.run_dir / SUMMARY_FILE, summary)
     try:
         for summary, result in zip(summaries, train_pack(packed, data)):
             summary.update(result)

@@ -114,7 +114,9 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
         time.sleep(0.01)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (killed / "summary.json").exists()
+    # Its summary, written before training, still says running, with its resolved loss values.
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["status"] == "running" and summary["loss_params"]["preset"] is None
     assert 2 <= len(read_metrics(killed)) < 6
 
     resumed = run_cli([*RESUME_ARGS, f"hydra.run.dir={killed}"], cwd=tmp_path)

@@ -196,20 +196,20 @@ def run_from_summary(summary: Mapping[str, Any], run_dir: Path) -> dict[str, Any
         raise ValueError(f"corrupt {path}: noise.rate, epochs and seed must be numbers ({e})") from e
     row.update(status=status, seed=seed, noise_seed=summary.get("noise_seed"),
                realised_rate=noise.get("realised_rate"), test_acc_last=math.nan, test_acc_best=math.nan,
-               detail=_detail(summary))
+               detail=_detail(summary, run_dir))
     if status == COMPLETED:
         row.update(test_acc_last=_accuracy(summary, "test_acc_last", path),
                    test_acc_best=_accuracy(summary, "test_acc_best", path))
     return row
 
 
-def _detail(summary: Mapping[str, Any]) -> str:
+def _detail(summary: Mapping[str, Any], run_dir: Path) -> str:
     if summary["status"] == "diverged":
         return f"training loss not finite in epoch {summary.get('diverged_epoch', '?')}"
     if summary["status"] == "failed":
         return str(summary.get("error", "no error recorded"))
-    if summary["status"] == "running":
-        return f"{summary.get('epochs_completed', 0)} of {summary['epochs']} epochs done"
+    if summary["status"] == "running":  # training, or killed while it trained: its metrics.csv says how far
+        return f"{_count_epochs(run_dir / METRICS_FILE)} of {summary['epochs']} epochs done"
     return ""
 
 
