@@ -38,6 +38,9 @@ FINISHED_STATUSES = ("completed", "diverged")
 
 # Trainer settings that do not change a run's numbers: a run may resume with other values.
 RUNTIME_TRAINER_KEYS = ("device", "progress", "num_threads", "compile", "checkpoint_every", "pack")
+# Trainer keys added after runs were recorded without them: at these (their default) values they
+# are left out of the fingerprint, so that an earlier run of the same config still matches.
+LATER_TRAINER_KEYS = {"optimizer": "sgd", "betas": [0.9, 0.999], "adam_eps": 1e-8}
 
 
 # The config sections that make a run what it is (its trainer less the runtime settings).
@@ -51,7 +54,8 @@ def fingerprint(cfg: DictConfig | dict) -> dict[str, Any]:
         cfg = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
                for k in IDENTITY_SECTIONS}
     return {**{k: cfg[k] for k in IDENTITY_SECTIONS if k != "trainer"},
-            "trainer": {k: v for k, v in cfg["trainer"].items() if k not in RUNTIME_TRAINER_KEYS}}
+            "trainer": {k: v for k, v in cfg["trainer"].items()
+                        if k not in RUNTIME_TRAINER_KEYS and not (k in LATER_TRAINER_KEYS and v == LATER_TRAINER_KEYS[k])}}
 
 
 def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -1,14 +1,18 @@
 """The training loop (config group ``trainer``), readable top to bottom.
 
 The whole uint8 dataset lives on the training device. Each epoch draws a seeded permutation,
-builds batches by indexing, augments them with batched tensor operations and takes SGD steps;
-metrics are accumulated on the device and read once per epoch, then the test set is evaluated in
-large batches. Every epoch appends one row to metrics.csv; every ``checkpoint_every`` epochs a
-checkpoint makes the run resumable to the same numbers.
+builds batches by indexing, augments them with batched tensor operations and takes steps of a
+``torch.optim`` optimiser (``trainer.optimizer``: SGD or Adam): forward, loss, backward, clip,
+step, and once per epoch the schedule. Metrics are accumulated on the device and read once per
+epoch, then the test set is evaluated in large batches. Every epoch appends one row to
+metrics.csv; every ``checkpoint_every`` epochs a checkpoint makes the run resumable to the same
+numbers.
 
-The loop trains a pack of cells (``train_pack``; noisybench/pack.py stacks their models into one);
-a single run is a pack of one cell, whose model is used as it is. Each cell keeps its own noisy
-labels, data order, augmentation draws, optimiser and schedule, loss, metrics and checkpoint.
+The loop trains a pack of cells (``train_pack``): their models computed at once by one
+``StackedModel`` (noisybench/models/stacked.py) on their own parameters, which each cell's own
+optimiser steps. A single run is a pack of one cell, through the same code. Each cell keeps its
+own noisy labels, data order, augmentation draws, optimiser and schedule, loss, metrics and
+checkpoint.
 """
 from __future__ import annotations
 
@@ -17,13 +21,11 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +40,13 @@ from .artifacts import (CHECKPOINT_FILE, METRICS_FILE, MetricsCSV, atomic_torch_
                         describe_changes, diff_keys, fingerprint, utc_stamp)
 from .data.augment import build_augment, normalize
 from .losses.base import Loss, TrainingSettings
-from .pack import Pack, clip_grad_norms_, equal_runs, grad_norms, pack_input
+from .models.stacked import StackedModel
 from .registry import ConfigError
 
 log = logging.getLogger("noisybench")
 
 SCHEDULES = ("cosine", "multistep", "constant")
+OPTIMIZERS = ("sgd", "adam")
 AUTO_FLAGS = ("auto", True, False)
 # How often (in steps) the loop reads the running loss back to stop a diverged run early.
 DIVERGENCE_CHECK_STEPS = 50
@@ -120,6 +123,14 @@ def check_trainer(t: DictConfig) -> None:
         raise ConfigError(f"trainer.momentum={t.momentum!r} is not allowed; it must be in [0, 1)")
     if t.grad_clip is not None and not (isinstance(t.grad_clip, (int, float)) and t.grad_clip > 0):
         raise ConfigError(f"trainer.grad_clip={t.grad_clip!r} is not allowed; use a number > 0 or null")
+    if t.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"trainer.optimizer={t.optimizer!r} is not allowed; choose one of {', '.join(OPTIMIZERS)}")
+    betas = list(t.betas) if OmegaConf.is_list(t.betas) or isinstance(t.betas, (list, tuple)) else None
+    if betas is None or len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                                   and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"trainer.betas={t.betas!r} is not allowed; it must be two numbers in [0, 1)")
+    if isinstance(t.adam_eps, bool) or not isinstance(t.adam_eps, (int, float)) or not t.adam_eps > 0:
+        raise ConfigError(f"trainer.adam_eps={t.adam_eps!r} is not allowed; it must be a number > 0")
     if t.schedule not in SCHEDULES:
         raise ConfigError(f"trainer.schedule={t.schedule!r} is not allowed; choose one of {', '.join(SCHEDULES)}")
     milestones = list(t.milestones)
@@ -243,13 +254,13 @@ def bf16_is_fast(device: torch.device) -> bool:
 
 def evaluate(model, x_u8, y, mean, std, num_classes, batch_size, autocast, channels_last):
     """Test loss (CE, as every paper's evaluator computes it), accuracy and per-class accuracy."""
-    return evaluate_pack(model, x_u8, y, mean, std, num_classes, batch_size, autocast, channels_last, cells=1)[0]
+    return evaluate_pack(StackedModel([model], channels_last), x_u8, y, mean, std, num_classes, batch_size, autocast,
+                         cells=1)[0]
 
 
 @torch.no_grad()
-def evaluate_pack(model, x_u8, y, mean, std, num_classes, batch_size, autocast, channels_last,
-                  cells: int) -> list[dict[str, Any]]:
-    """``evaluate`` for each cell of a pack (``model`` maps [B, K*C, H, W] to [B, K*classes]):
+def evaluate_pack(model, x_u8, y, mean, std, num_classes, batch_size, autocast, cells: int) -> list[dict[str, Any]]:
+    """``evaluate`` for each cell of a pack (``model`` maps [K, B, C, H, W] to [K, B, classes]):
     every cell sees the same test images; ``batch_size`` images per pass."""
     model.eval()
     device = x_u8.device
@@ -258,11 +269,10 @@ def evaluate_pack(model, x_u8, y, mean, std, num_classes, batch_size, autocast, 
     class_offset = (torch.arange(cells, device=device) * num_classes)[:, None]
     for start in range(0, len(y), batch_size):
         x = normalize(x_u8[start:start + batch_size], mean, std)
-        x = pack_input(x.unsqueeze(1).expand(-1, cells, -1, -1, -1), channels_last)
         target = y[start:start + batch_size]
         with autocast():
-            logits = model(x)
-        logits = logits.float().view(len(target), cells, num_classes).transpose(0, 1).contiguous()
+            logits = model(x.unsqueeze(0).expand(cells, -1, -1, -1, -1))
+        logits = logits.float()
         for k in range(cells):
             loss_sum[k] += F.cross_entropy(logits[k], target, reduction="sum").double()
         hit = logits.argmax(2) == target
@@ -274,7 +284,10 @@ def evaluate_pack(model, x_u8, y, mean, std, num_classes, batch_size, autocast, 
              "per_class": per_class[k]} for k in range(cells)]
 
 
-def make_optimizer(model, t: DictConfig, weight_decay: float) -> torch.optim.SGD:
+def make_optimizer(model, t: DictConfig, weight_decay: float) -> torch.optim.Optimizer:
+    if t.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.adam_eps,
+                                weight_decay=weight_decay)
     return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
                            nesterov=bool(t.nesterov), weight_decay=weight_decay)
 
@@ -289,11 +302,10 @@ def make_scheduler(optimizer, t: DictConfig):
 
 @dataclass
 class EpochPlan:
-    """One epoch of a pack, cell by cell (index k is the pack's cell k): lr and weight decay,
-    data order [K, N], noisy labels [K, N] and running sums."""
+    """One epoch of a pack, cell by cell (index k is the pack's cell k): lr, data order [K, N],
+    noisy labels [K, N] and running sums."""
 
     lrs: list[float]
-    weight_decays: list[float]
     perms: torch.Tensor
     noisy: torch.Tensor
     stats: EpochStats
@@ -301,15 +313,14 @@ class EpochPlan:
     def keep(self, cells: list[int]) -> None:
         """Keep the listed cells only (the others left the pack)."""
         self.lrs = [self.lrs[k] for k in cells]
-        self.weight_decays = [self.weight_decays[k] for k in cells]
         self.perms, self.noisy = self.perms[cells], self.noisy[cells]
         self.stats.keep(cells)
 
 
 class CellRun:
-    """One cell's side of the loop: its optimiser and schedule (torch's own objects, between packs
-    the holders of its SGD state, so its checkpoint is a single run's), generators, metrics file,
-    progress and result."""
+    """One cell's side of the loop: its model, optimiser and schedule (torch's own objects, which a
+    pack computes and steps as they are, so its checkpoint is a single run's), generators, metrics
+    file, progress and result."""
 
     def __init__(self, index: int, cell: Cell, t: DictConfig, device: torch.device, channels_last: bool,
                  num_classes: int):
@@ -382,13 +393,6 @@ class CellRun:
                 group["lr"] = self.stage_lr
         return self.optimizer.param_groups[0]["lr"]
 
-    def step_schedule(self) -> None:
-        # The pack updates the cell's parameters; torch's optimiser object is never stepped, which
-        # the scheduler would warn about on its first step.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-            self.scheduler.step()
-
     def diverge(self, prefix: str) -> None:
         epoch = self.state["epoch"]
         log.warning("%sepoch %d: the training loss is not finite; stopping the run as diverged", prefix, epoch + 1)
@@ -414,7 +418,7 @@ class CellRun:
         return bool(t.checkpoint_every) and (epoch % t.checkpoint_every == 0 or epoch == t.epochs)
 
     def save_checkpoint(self) -> None:
-        """Write the checkpoint from the cell's model and SGD (filled by ``Pack.write_back``)."""
+        """Write the checkpoint from the cell's own model and optimiser (the live state, packed or not)."""
         atomic_torch_save({
             "fingerprint": fingerprint(self.cfg), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -494,23 +498,19 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
     n = len(data.clean_y)
     steps_per_epoch = math.ceil(n / t.batch_size)
     show_bar = bool(t.progress) and sys.stderr.isatty()
-    pack: Pack | None = None
+    model: StackedModel | None = None
     step_model: Callable | None = None
     members: list[CellRun] = []  # the pack's cells, in its order
     loss_groups: list[tuple[Any, int, int]] = []  # runs of members evaluated by one loss call
 
     def repack(staying: list[CellRun]) -> None:
-        """Rebuild the pack for ``staying``; members of the current pack carry their state over."""
-        nonlocal pack, members, step_model, loss_groups
-        if pack is not None:
-            pack.write_back([r.model for r in members], [r.optimizer for r in members],
-                            [members.index(r) for r in staying if r in members])
-        # Cells with the same loss side by side: one loss call each, and runs of equal weight decay.
+        """The pack's model for ``staying``: the cells' own models, computed at once."""
+        nonlocal model, members, step_model, loss_groups
+        # Cells with the same loss side by side: one loss call for each run of them.
         members = sorted(staying, key=lambda r: (r.loss_key or "", r.index))
         loss_groups = equal_runs([r.loss_key or r.index for r in members])
-        pack = Pack([r.model for r in members], [r.optimizer for r in members], t.momentum,
-                    bool(t.nesterov), channels_last) if members else None
-        step_model = None if pack is None else torch.compile(pack.module) if t.compile else pack.module
+        model = StackedModel([r.model for r in members], channels_last).train() if members else None
+        step_model = None if model is None else torch.compile(model) if t.compile else model
 
     def leave_if_diverged(epoch: EpochPlan) -> None:
         finite = epoch.stats.finite()
@@ -530,7 +530,6 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
         start = time.perf_counter()
         epoch = EpochPlan(
             lrs=[r.begin_epoch() for r in members],
-            weight_decays=[r.optimizer.param_groups[0]["weight_decay"] for r in members],
             perms=torch.stack([torch.randperm(n, generator=r.order_gen) for r in members]).to(device),
             noisy=torch.stack([r.noisy_y for r in members]),
             stats=EpochStats(device, len(members)))
@@ -544,12 +543,11 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
             size = len(members)
             idx = epoch.perms[:, step * t.batch_size:(step + 1) * t.batch_size]  # [K, B]
             batch = idx.shape[1]
-            x = augment(data.train_x[idx].flatten(0, 1), [r.aug_gen for r in members])
-            x = pack_input(x.view(size, batch, *x.shape[1:]).transpose(0, 1), channels_last)
+            x = augment(data.train_x[idx].flatten(0, 1), [r.aug_gen for r in members])  # each cell its own draws
             noisy, clean = epoch.noisy.gather(1, idx), data.clean_y[idx]
             with autocast():
-                logits = step_model(x)
-            logits = logits.float().view(batch, size, -1).transpose(0, 1).contiguous()  # [K, B, classes]
+                logits = step_model(x.view(size, batch, *x.shape[1:]))
+            logits = logits.float()  # [K, B, classes]
             losses = []
             for _, first, stop in loss_groups:
                 run = members[first]
@@ -563,23 +561,24 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
                     losses.append(values.view(stop - first, -1).mean(1))
             loss = torch.cat(losses)
             if any(run.l1 for run in members):  # + l1 * sum|theta| of each cell with an L1 term
-                cell_models = pack.cell_parameters()
-                loss = torch.stack([value + run.l1 * l1_norm(cell_models[k]) if run.l1 else value
-                                    for k, (value, run) in enumerate(zip(loss.unbind(), members))])
-            pack.zero_grad()
-            # Each cell's loss depends on its own slice of the parameters only: the gradient of the
-            # sum is, slice by slice, every cell's own gradient.
+                loss = torch.stack([value + run.l1 * l1_norm(run.model) if run.l1 else value
+                                    for value, run in zip(loss.unbind(), members)])
+            for run in members:
+                run.optimizer.zero_grad(set_to_none=True)
+            # Each cell's loss depends on its own parameters only: the gradient of the sum is, cell
+            # by cell, every cell's own gradient.
             loss.sum().backward()
-            observed = [k for k, r in enumerate(members) if r.cell.on_step is not None]
-            norms = grad_norms(pack.stacked_grads()) if observed else None
-            if t.grad_clip:
-                clip_grad_norms_(pack.stacked_grads(), t.grad_clip)
-            clipped_norms = grad_norms(pack.stacked_grads()) if observed else None
-            pack.sgd_step(epoch.lrs, epoch.weight_decays)
-            for k in observed:
-                members[k].cell.on_step({
-                    "epoch": members[k].state["epoch"] + 1, "step": step + 1, "indices": idx[k].cpu(),
-                    "loss": float(loss[k].detach()), "grad_norm": float(norms[k]), "clipped_grad_norm": float(clipped_norms[k])})
+            for k, run in enumerate(members):
+                norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip) if t.grad_clip else None
+                observed = None
+                if run.cell.on_step is not None:
+                    clipped = torch.nn.utils.get_total_norm([p.grad for p in run.model.parameters() if p.grad is not None])
+                    observed = {"epoch": run.state["epoch"] + 1, "step": step + 1, "indices": idx[k].cpu(),
+                                "loss": float(loss[k].detach()), "grad_norm": float(clipped if norm is None else norm),
+                                "clipped_grad_norm": float(clipped)}
+                run.optimizer.step()
+                if observed is not None:
+                    run.cell.on_step(observed)
             epoch.stats.add(loss, logits, noisy, clean)
             if (step + 1) % DIVERGENCE_CHECK_STEPS == 0:
                 leave_if_diverged(epoch)
@@ -590,13 +589,13 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
         if not members:
             break
         for run in members:
-            if run.stage_lr is None:
-                run.step_schedule()
+            if run.stage_lr is None:  # (a fixed-lr stage has no schedule)
+                run.scheduler.step()
         # Eval passes hold K copies of each image: fewer images per pass for a larger pack.
         eval_rows = t.eval_batch_size if len(members) == 1 else \
             min(t.eval_batch_size, max(t.batch_size, math.ceil(t.eval_batch_size / len(members))))
-        evals = evaluate_pack(pack.module, data.test_x, data.test_y, data.mean, data.std, data.num_classes,
-                              eval_rows, autocast, channels_last, cells=len(members))
+        evals = evaluate_pack(model, data.test_x, data.test_y, data.mean, data.std, data.num_classes,
+                              eval_rows, autocast, cells=len(members))
         elapsed = time.perf_counter() - start
         with interrupts_deferred():  # an epoch's metrics row and its checkpoint are written together
             for k, (run, ev) in enumerate(zip(members, evals)):
@@ -605,14 +604,9 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
                        **{f"test_acc_class_{c}": float(a) for c, a in enumerate(ev["per_class"])},
                        "epoch_time_s": elapsed}
                 run.end_epoch(row, ev["per_class"], t, _prefix(run, len(cells)))
-            # Finished cells and cells due for a checkpoint get their state back from the pack.
-            handing_back = [k for k, run in enumerate(members)
-                            if run.state["epoch"] >= t.epochs or run.checkpoint_due(t)]
-            pack.write_back([r.model for r in members], [r.optimizer for r in members], handing_back)
-            for k in handing_back:
-                if members[k].checkpoint_due(t):
-                    members[k].save_checkpoint()
-                members[k].optimizer.state.clear()  # the pack keeps the live momentum
+            for run in members:
+                if run.checkpoint_due(t):
+                    run.save_checkpoint()
         active = [run for run in members if run.state["epoch"] < t.epochs]
 
     results = [run.finish(data.num_classes, use_amp) for run in runs]
@@ -664,6 +658,17 @@ def shared_loss_key(loss_fn: torch.nn.Module, settings: TrainingSettings) -> str
     function = loss_fn.function
     return json.dumps([loss_fn.name, f"{function.__module__}.{function.__qualname__}", loss_fn.hyperparameters],
                       sort_keys=True, default=str)
+
+
+def equal_runs(values: Sequence) -> list[tuple[Any, int, int]]:
+    """Runs of equal consecutive values: [(value, start, stop), ...]."""
+    runs: list[tuple[Any, int, int]] = []
+    for i, v in enumerate(values):
+        if runs and runs[-1][0] == v:
+            runs[-1] = (v, runs[-1][1], i + 1)
+        else:
+            runs.append((v, i, i + 1))
+    return runs
 
 
 def _prefix(run: CellRun, cells: int) -> str:

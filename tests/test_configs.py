@@ -69,6 +69,10 @@ BAD_VALUES = [
     (["trainer.schedule=step"], "trainer.schedule"),
     (["trainer.schedule=multistep", "trainer.milestones=[60,30]"], "trainer.milestones"),
     (["trainer.device=tpu"], "trainer.device"),
+    (["trainer.optimizer=rmsprop"], "trainer.optimizer='rmsprop' is not allowed; choose one of sgd, adam"),
+    (["trainer.betas=[0.9]"], "trainer.betas"),
+    (["trainer.betas=[0.9,1.0]"], "two numbers in [0, 1)"),
+    (["trainer.adam_eps=0"], "trainer.adam_eps"),
     (["loss=gce", "loss.q=1.5"], "q"),
     (["seed=-1"], "seed"),
 ]

@@ -27,11 +27,11 @@ from omegaconf import OmegaConf
 
 from noisybench.data.augment import AUGMENTATIONS, build_augment
 from noisybench.models import MODELS, build_model
-from noisybench.pack import (CellParameters, Pack, cell_footprint_bytes, clip_grad_norms_,
-                             pack_input, stack_models)
+from noisybench.models.stacked import StackedModel, stack_models
+from noisybench.pack import cell_footprint_bytes
 from noisybench.registry import ConfigError
 from noisybench.run import run, run_pack
-from noisybench.trainer import CellRun, check_trainer, l1_norm
+from noisybench.trainer import CellRun, check_trainer, make_optimizer
 
 # Each cell draws its own crops and flips; the digits are 8x8, cropped from a 16x16 padding. One
 # intra-op thread: on a shared 2-core machine a second thread mostly waits for its core.
@@ -220,41 +220,65 @@ def input_shape_of(name):
 def test_every_zoo_model_stacks_into_one_module_equal_to_its_cells(name):
     torch.manual_seed(0)
     shape = input_shape_of(name)
-    models = [build_model(OmegaConf.create({"name": name}), shape, 10, generator=torch.Generator().manual_seed(k))
-              for k in range(2)]
     # The single trainer's layout: a deep net's gradients differ by ~1% between NCHW and
     # channels_last on a CPU (oneDNN's kernels), so each cell is compared in its own layout.
-    cells = [copy.deepcopy(m).to(memory_format=torch.channels_last) for m in models]
-    packed = stack_models(models, channels_last=True)
+    models = [build_model(OmegaConf.create({"name": name}), shape, 10, generator=torch.Generator().manual_seed(k))
+              .to(memory_format=torch.channels_last) for k in range(2)]
+    cells = [copy.deepcopy(m) for m in models]
+    packed = StackedModel(models, channels_last=True)
+    # The pack's parameters are the cells' own: their optimisers step them as in a run alone.
+    assert [id(p) for p in packed.parameters()] == [id(p) for m in models for p in m.parameters()]
     # Each cell its own images: 4 where a BatchNorm1d normalises over the batch alone, else 2.
     images = 4 if any(isinstance(m, torch.nn.BatchNorm1d) for m in cells[0].modules()) else 2
-    x = torch.randn(images, 2, *shape)
-    weights = torch.randn(images, 2, 10)  # a loss that is a random projection of the logits
-    out = packed(pack_input(x, channels_last=True)).view(images, 2, 10)
-    expected = [cell(x[:, k].contiguous(memory_format=torch.channels_last)) for k, cell in enumerate(cells)]
+    x = torch.randn(2, images, *shape)
+    weights = torch.randn(2, images, 10)  # a loss that is a random projection of the logits
+    out = packed(x)
+    expected = [cell(x[k].contiguous(memory_format=torch.channels_last)) for k, cell in enumerate(cells)]
     (out * weights).sum().backward()
-    sum((e * weights[:, k]).sum() for k, e in enumerate(expected)).backward()
+    sum((e * weights[k]).sum() for k, e in enumerate(expected)).backward()
     for k, cell in enumerate(cells):
-        torch.testing.assert_close(out[:, k], expected[k], rtol=1e-4, atol=1e-5)
-        for (key, stacked), (cell_key, own) in zip(packed.state_dict().items(), cell.state_dict().items()):
+        torch.testing.assert_close(out[k], expected[k], rtol=1e-4, atol=1e-5)
+        for (key, own), (cell_key, alone) in zip(models[k].state_dict().items(), cell.state_dict().items()):
             assert key == cell_key
-            torch.testing.assert_close(stacked[k], own, rtol=1e-4, atol=1e-5)  # BatchNorm statistics too
+            torch.testing.assert_close(own, alone, rtol=1e-4, atol=1e-5)  # BatchNorm statistics too
         # Rounding is relative to the model's gradients (a conv bias before BatchNorm has a zero one).
         scale = max(float(p.grad.abs().max()) for p in cell.parameters())
-        for (key, stacked), own in zip(packed.named_parameters(), cell.parameters()):
-            torch.testing.assert_close(stacked.grad[k], own.grad, rtol=1e-3, atol=1e-4 * scale)
+        for own, alone in zip(models[k].parameters(), cell.parameters()):
+            torch.testing.assert_close(own.grad, alone.grad, rtol=1e-3, atol=1e-4 * scale)
     packed.eval()
     with torch.no_grad():
-        evaluated = packed(pack_input(x, channels_last=True)).view(images, 2, 10)
+        evaluated = packed(x)
         for k, cell in enumerate(cells):
-            single = cell.eval()(x[:, k].contiguous(memory_format=torch.channels_last))
-            torch.testing.assert_close(evaluated[:, k], single, rtol=1e-4, atol=1e-5)
+            single = cell.eval()(x[k].contiguous(memory_format=torch.channels_last))
+            torch.testing.assert_close(evaluated[k], single, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_pack_of_one_trains_as_its_model_alone_bit_for_bit(optimizer):
+    """No special case for one cell: through the stacked model, its own torch.optim optimiser,
+    clipping and schedule, three steps give the parameters of the model trained alone."""
+    t = compose_config([f"trainer.optimizer={optimizer}", "trainer.nesterov=true"]).trainer
+    model = build_model(OmegaConf.create({"name": "cnn4"}), (1, 28, 28), 10,
+                        generator=torch.Generator().manual_seed(0)).to(memory_format=torch.channels_last)
+    alone = copy.deepcopy(model)
+    x, y = torch.randn(3, 16, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(16) % 10
+    for net, forward in ((alone, lambda b: alone(b.contiguous(memory_format=torch.channels_last))),
+                         (model, lambda b, packed=StackedModel([model], True): packed(b[None])[0])):
+        opt = make_optimizer(net, t, weight_decay=1e-3)
+        for batch in x:
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(forward(batch), y).backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
+            opt.step()
+    for p, q in zip(model.parameters(), alone.parameters()):
+        assert torch.equal(p, q)
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), alone.buffers()))
 
 
 def test_a_layer_a_pack_cannot_stack_is_named():
     models = [torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.GroupNorm(2, 4)) for _ in range(2)]
     with pytest.raises(ConfigError, match="GroupNorm layer '1'"):
-        stack_models(models, channels_last=False)
+        stack_models(models)
 
 
 @pytest.mark.parametrize("name", [a for a in AUGMENTATIONS if a != "none"])
@@ -266,44 +290,6 @@ def test_pack_augmentation_draws_for_each_cell_what_it_draws_alone(name):
              for k, g in enumerate(generators)]
     packed = build_augment(name, mean, std)(x, generators)
     assert torch.equal(packed, torch.cat(alone))
-
-
-def test_per_cell_sgd_clipping_and_l1_are_torchs_bit_for_bit():
-    # Three cells, two learning rates and two weight decays, Nesterov momentum from a first step.
-    lrs, weight_decays = [0.1, 0.1, 0.05], [1e-3, 0.0, 1e-3]
-    shape, generator = (1, 8, 8), torch.Generator().manual_seed(0)
-    models = [build_model(OmegaConf.create({"name": "small_cnn"}), shape, 10,
-                          generator=torch.Generator().manual_seed(k)) for k in range(3)]
-    cells = [copy.deepcopy(m).to(memory_format=torch.channels_last) for m in models]  # as the trainer lays them out
-    sgd = [torch.optim.SGD(c.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
-           for c, lr, wd in zip(cells, lrs, weight_decays)]
-    holders = [torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
-               for m, lr, wd in zip(models, lrs, weight_decays)]
-    pack = Pack(models, holders, momentum=0.9, nesterov=True, channels_last=True)
-
-    for k, cell in enumerate(cells):  # the L1 term and its gradient, through the pack's cell view
-        assert torch.equal(l1_norm(pack.cell_parameters()[k]), l1_norm(cell))
-    assert isinstance(pack.cell_parameters()[0], CellParameters)
-    for _ in range(3):
-        grads = [[torch.randn(p.shape, generator=generator) * 10 for p in cells[0].parameters()] for _ in cells]
-        for cell, opt, own in zip(cells, sgd, grads):
-            for p, g in zip(cell.parameters(), own):
-                p.grad = torch.empty_like(p).copy_(g)  # in the parameter's layout, as autograd gives it
-            torch.nn.utils.clip_grad_norm_(cell.parameters(), 5.0)
-            opt.step()
-        for p, *per_cell in zip(pack.parameters, *grads):
-            p.grad = torch.empty_like(p).copy_(torch.stack(per_cell))
-        clip_grad_norms_(pack.stacked_grads(), 5.0)
-        pack.sgd_step(lrs, weight_decays)
-    for k, cell in enumerate(cells):
-        for (key, stacked), own in zip(pack.module.named_parameters(), cell.parameters()):
-            assert torch.equal(stacked[k], own.detach()), (k, key)
-    # Written back, the pack's state is each cell's own, as torch's SGD holds it.
-    pack.write_back(models, holders, range(3))
-    for model, holder, cell, opt in zip(models, holders, cells, sgd):
-        for p, q in zip(model.parameters(), cell.parameters()):
-            assert torch.equal(p, q)
-            assert torch.equal(holder.state[p]["momentum_buffer"], opt.state[q]["momentum_buffer"])
 
 
 # A sweep of 6 digits cells, one of them with ANL's L1 term, in the settings of COMMON for which

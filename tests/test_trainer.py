@@ -142,7 +142,7 @@ def test_compile_option_compiles_the_model_and_the_loss_function(tmp_path, monke
     monkeypatch.setattr(torch, "compile", record)
     monkeypatch.setattr("noisybench.trainer.cxx_compiler", lambda: "g++")  # nothing is built here
     run(compose_config([*args, "trainer.compile=true"]), tmp_path / "compiled")
-    assert sorted(compiled) == ["Sequential", "nnfl"]  # the pack's model, the loss function
+    assert sorted(compiled) == ["StackedModel", "nnfl"]  # the (pack of one) model, the loss function
     assert _untimed(_metrics(tmp_path / "compiled")) == _untimed(_metrics(tmp_path / "eager"))
 
 
@@ -159,3 +159,15 @@ def test_compile_without_a_cxx_compiler_fails_at_config_time(monkeypatch):
     with pytest.raises(ConfigError, match="trainer.compile=true needs a C\\+\\+ compiler"):
         check_trainer(cfg.trainer)
     check_trainer(compose_config(["trainer.compile=false", "trainer.device=cpu"]).trainer)
+
+
+def test_adam_is_a_config_choice_and_learns(tmp_path):
+    summary = run(compose_config(["trainer.optimizer=adam", "trainer.lr=0.003", "trainer.epochs=3"]), tmp_path)
+    assert summary["status"] == "completed" and summary["test_acc_last"] > 0.8
+    opt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["optimizer"]
+    assert {"exp_avg", "exp_avg_sq"} <= set(next(iter(opt["state"].values())))  # Adam's own state
+    # SGD, the default, keeps the fingerprint of runs recorded before the optimizer key existed.
+    from noisybench.artifacts import fingerprint
+
+    assert "optimizer" not in fingerprint(compose_config())["trainer"]
+    assert fingerprint(compose_config(["trainer.optimizer=adam"]))["trainer"]["optimizer"] == "adam"
