@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -34,10 +33,10 @@ from typing import Any, NamedTuple, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
 from hydra.errors import CompactHydraException
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +127,7 @@ class _CellJobs:
 
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: dict) -> JobReturn:
-        """Runs inside the job: one cell (or one pack of cells), under its lock."""
-        import submitit
-
+        """Runs inside the job: upstream's job (one cell, or one pack of cells) under the cell's lock."""
         from noisybench.lock import DirLock
 
         # As in noisybench.__main__, which a job does not import: the launcher configs keep the
@@ -138,11 +135,7 @@ class _CellJobs:
         warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
         Singleton.set_state(singleton_state)
         setup_globals()
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, sweep_overrides)
-        with open_dict(config.hydra.job) as job:
-            job.id = submitit.JobEnvironment().job_id
-            job.num = job_num
-        cell = cell_dir(config, job_dir_key)
+        cell = cell_dir(self.hydra_context.config_loader.load_sweep_config(self.config, sweep_overrides), job_dir_key)
         with DirLock(cell) as lock:
             if not lock.held:
                 log.warning("skipping %s: its lock is held by %s, which is training it", cell, lock.holder)
@@ -153,8 +146,7 @@ class _CellJobs:
             self._started = time.monotonic()
             self._checkpoint_at_start = _checkpoint_stamps(cell)
             try:
-                return run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                               config=config, job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
+                return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
             except SystemExit as e:
                 if self._requeued:
                     self._forget_interrupted_summary()
@@ -222,6 +214,8 @@ class _CellJobs:
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Upstream's launch, plus the request check before submission, a refused submission as one
+        line, and the bounded wait (upstream's ends in ``job.results()``, which has no hook)."""
         import cloudpickle
         from submitit.core.utils import FailedJobError
 
