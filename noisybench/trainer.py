@@ -393,6 +393,21 @@ class CellRun:
                 group["lr"] = self.stage_lr
         return self.optimizer.param_groups[0]["lr"]
 
+    def clip_and_step(self, grad_clip: float | None, step: int, loss: torch.Tensor, indices: torch.Tensor) -> None:
+        """Clip this cell's gradient (``clip_grad_norm_``) and step its optimiser; report the step
+        to ``on_step`` where the cell has one (it reads tensors back, so only there)."""
+        params = list(self.model.parameters())
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip else None
+        report = None
+        if self.cell.on_step is not None:
+            clipped = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            report = {"epoch": self.state["epoch"] + 1, "step": step + 1, "indices": indices.cpu(),
+                      "loss": float(loss.detach()), "grad_norm": float(clipped if norm is None else norm),
+                      "clipped_grad_norm": float(clipped)}
+        self.optimizer.step()
+        if report is not None:
+            self.cell.on_step(report)
+
     def diverge(self, prefix: str) -> None:
         epoch = self.state["epoch"]
         log.warning("%sepoch %d: the training loss is not finite; stopping the run as diverged", prefix, epoch + 1)
@@ -446,6 +461,28 @@ class CellRun:
                 corrected_last=last_row["corrected"],
             )
         return result
+
+
+def cell_losses(members: Sequence[CellRun], loss_groups: Sequence[tuple[Any, int, int]], logits: torch.Tensor,
+                noisy: torch.Tensor) -> torch.Tensor:
+    """Each cell's training loss on its logits [K, B, classes] and noisy labels [K, B]: its loss
+    (CE in a warm-up epoch), plus its L1 term where it has one. Cells of one group share a loss
+    function: one call on all their samples, each cell's batch mean of its own values."""
+    losses = []
+    for _, first, stop in loss_groups:
+        run = members[first]
+        if stop - first > 1:
+            values = run.loss_fn.values(logits[first:stop].flatten(0, 1), noisy[first:stop].flatten())
+            losses.append(values.view(stop - first, -1).mean(1))
+        elif run.settings.in_warmup(run.state["epoch"]):
+            losses.append(F.cross_entropy(logits[first], noisy[first]).reshape(1))
+        else:
+            losses.append(run.loss_fn(logits[first], noisy[first]).reshape(1))
+    loss = torch.cat(losses)
+    if not any(run.l1 for run in members):
+        return loss
+    return torch.stack([value + run.l1 * l1_norm(run.model) if run.l1 else value
+                        for value, run in zip(loss.unbind(), members)])
 
 
 def train(
@@ -548,37 +585,14 @@ def train_pack(cells: Sequence[Cell], data: TrainData) -> list[dict[str, Any]]:
             with autocast():
                 logits = step_model(x.view(size, batch, *x.shape[1:]))
             logits = logits.float()  # [K, B, classes]
-            losses = []
-            for _, first, stop in loss_groups:
-                run = members[first]
-                if stop - first == 1:
-                    if run.settings.in_warmup(run.state["epoch"]):
-                        losses.append(F.cross_entropy(logits[first], noisy[first]).reshape(1))
-                    else:
-                        losses.append(run.loss_fn(logits[first], noisy[first]).reshape(1))
-                else:  # the batch mean of each cell's per-sample values; the same gradients
-                    values = run.loss_fn.values(logits[first:stop].flatten(0, 1), noisy[first:stop].flatten())
-                    losses.append(values.view(stop - first, -1).mean(1))
-            loss = torch.cat(losses)
-            if any(run.l1 for run in members):  # + l1 * sum|theta| of each cell with an L1 term
-                loss = torch.stack([value + run.l1 * l1_norm(run.model) if run.l1 else value
-                                    for value, run in zip(loss.unbind(), members)])
+            loss = cell_losses(members, loss_groups, logits, noisy)  # [K]
             for run in members:
                 run.optimizer.zero_grad(set_to_none=True)
             # Each cell's loss depends on its own parameters only: the gradient of the sum is, cell
             # by cell, every cell's own gradient.
             loss.sum().backward()
             for k, run in enumerate(members):
-                norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip) if t.grad_clip else None
-                observed = None
-                if run.cell.on_step is not None:
-                    clipped = torch.nn.utils.get_total_norm([p.grad for p in run.model.parameters() if p.grad is not None])
-                    observed = {"epoch": run.state["epoch"] + 1, "step": step + 1, "indices": idx[k].cpu(),
-                                "loss": float(loss[k].detach()), "grad_norm": float(clipped if norm is None else norm),
-                                "clipped_grad_norm": float(clipped)}
-                run.optimizer.step()
-                if observed is not None:
-                    run.cell.on_step(observed)
+                run.clip_and_step(t.grad_clip, step, loss[k], idx[k])
             epoch.stats.add(loss, logits, noisy, clean)
             if (step + 1) % DIVERGENCE_CHECK_STEPS == 0:
                 leave_if_diverged(epoch)
