@@ -30,9 +30,13 @@ def registry_table() -> str:
     rows = []
     for name in LOSSES.names():
         meta = LOSSES.meta(name)
-        params = ", ".join(f"{p}={_number(meta['defaults'][p])}" for p in meta["params"]) or "-"
+        values = lambda keys: ", ".join(f"{k}={_number(meta['defaults'][k])}" for k in keys)  # noqa: E731
+        params = values(p for p in meta["params"] if p not in meta["settings"]) or "-"
+        training = values(meta["settings"])
         if meta["weight_decay"] is not None:
-            params += f" (weight_decay={_number(meta['weight_decay'])})"
+            training = ", ".join(filter(None, [training, f"weight_decay={_number(meta['weight_decay'])}"]))
+        if training:
+            params += f"; training: {training}"
         rows.append((name, meta["family"], "yes" if meta["bounded"] else "no", params, "; ".join(meta["papers"])))
     return table(("name", "family", "bounded", "parameters (defaults)", "papers"), rows)
 
