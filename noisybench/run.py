@@ -185,7 +185,7 @@ def _train_cells(cells: list[tuple[DictConfig, Path]], dataset, root: Path,
                       **{k: v for k, v in OmegaConf.to_container(cfg.noise, resolve=True).items()
                          if k not in ("name", "rate", "seed", "variant")}},
             "loss": loss.name,
-            "loss_params": getattr(loss, "params", {}),
+            "loss_params": loss.params,
             "model": cfg.model.name,
             "seed": cfg.seed,
             "noise_seed": cfg.noise.seed,

@@ -15,9 +15,9 @@ from noisybench.data.augment import (
     AUGMENTATIONS,
     build_augment,
     crop_flip,
+    draw_crop_flip,
+    draw_rotation,
     normalize,
-    random_crop_flip,
-    random_rotation,
     rotate,
 )
 from noisybench.registry import ConfigError
@@ -107,7 +107,7 @@ def test_padded_pixels_normalise_to_minus_mean_over_std():
 def test_random_crop_flip_draws_uniform_offsets_and_fair_flips_per_sample():
     batch = 4096
     images = position_image().expand(batch, 2, 32, 32)
-    out = random_crop_flip(images, torch.Generator().manual_seed(1)).long()
+    out = crop_flip(images, *draw_crop_flip(batch, torch.Generator().manual_seed(1))).long()
     # Output pixel (4, 4) lies inside the image for every offset: its row is `top`; its column is
     # `left` unflipped, and `left + 23` (= left + 31 - 8) when mirrored.
     top = out[:, 0, 4, 4] - 10
@@ -183,7 +183,7 @@ def test_random_rotation_angles_are_per_sample_and_uniform_within_20_degrees():
     # grid angle next to the true one differs in a few pixels (a degree off: in about a fifth).
     image = random_images(1, channels=1)
     batch = 96
-    out = random_rotation(image.expand(batch, 1, 32, 32), torch.Generator().manual_seed(5))
+    out = rotate(image.expand(batch, 1, 32, 32), draw_rotation(batch, torch.Generator().manual_seed(5)))
     grid = torch.arange(-25.0, 25.0 + 1e-3, 0.05)
     candidates = rotate(image.expand(len(grid), 1, 32, 32), grid).flatten(1)
     agreement = (

@@ -86,13 +86,6 @@ def draw_crop_flip(
     return top, left, flip
 
 
-def random_crop_flip(
-    x: torch.Tensor, generator: torch.Generator, padding: int = CROP_PADDING
-) -> torch.Tensor:
-    """RandomCrop(size=(H, W), padding) + RandomHorizontalFlip(0.5), drawn per sample."""
-    return crop_flip(x, *draw_crop_flip(x.shape[0], generator, x.device, padding), padding)
-
-
 def draw_rotation(batch: int, generator: torch.Generator, device: torch.device | str = "cpu",
                   degrees: float = ROTATION_DEGREES) -> torch.Tensor:
     """A batch's angles for RandomRotation(degrees): U[-degrees, degrees] per sample."""
@@ -125,13 +118,6 @@ def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(
         x.to(torch.float32), grid, mode="nearest", padding_mode="zeros", align_corners=False
     )
-
-
-def random_rotation(
-    x: torch.Tensor, generator: torch.Generator, degrees: float = ROTATION_DEGREES
-) -> torch.Tensor:
-    """RandomRotation(degrees): per-sample angle ~ U[-degrees, degrees]."""
-    return rotate(x, draw_rotation(x.shape[0], generator, x.device, degrees))
 
 
 def build_augment(name: str, mean: Sequence[float], std: Sequence[float]) -> Augment:

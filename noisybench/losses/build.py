@@ -12,8 +12,6 @@ from .base import LOSSES, NON_NEGATIVE, Loss, TrainingSettings
 from .custom import CUSTOM, custom_name, probe, resolve_custom
 from .presets import preset_values
 
-# Keys every registered loss's config has besides its hyperparameters.
-COMMON_KEYS = ("name", "preset", "weight_decay")
 
 def _as_dict(cfg_loss: Any) -> dict[str, Any]:
     if isinstance(cfg_loss, DictConfig):
@@ -22,15 +20,18 @@ def _as_dict(cfg_loss: Any) -> dict[str, Any]:
         return dict(cfg_loss)
     raise ConfigError(f"loss config must be a mapping with a 'name' key, got {cfg_loss!r}")
 
+
 def loss_options(name: str) -> tuple[str, ...]:
     """The keys a loss's YAML may set besides ``name``."""
     return ("preset", "weight_decay") + LOSSES.meta(name)["params"]
+
 
 def _weight_decay(name: str, value: Any) -> float | None:
     if value is None:
         return None
     NON_NEGATIVE(name, "weight_decay", value)
     return float(value)
+
 
 def build_loss(cfg_loss: Any, num_classes: int, dataset: str | None = None, noise: str | None = None,
                rate: float | None = None) -> Loss:
@@ -55,8 +56,7 @@ def resolve_loss(cfg_loss: Any, num_classes: int, dataset: str | None = None, no
         raise ConfigError(f"num_classes={num_classes!r} is not allowed for a loss; it must be an integer >= 2")
     if name == CUSTOM:
         return build_custom(options, num_classes, probe)
-    if name not in LOSSES:
-        LOSSES.get(name)  # the "unknown loss ... did you mean" error
+    LOSSES.get(name)  # an unknown name: one line, with "did you mean"
     options.pop("name")
     allowed = loss_options(name)
     for key in options:

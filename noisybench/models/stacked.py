@@ -28,8 +28,10 @@ from torch import nn
 from noisybench.registry import ConfigError
 
 
-def _stacked(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
-    return None if tensors[0] is None else torch.stack(list(tensors))
+def _joined(modules: Sequence[nn.Module], name: str, join=torch.cat) -> torch.Tensor | None:
+    """The cells' tensor ``name`` (a parameter or buffer), joined along a new or the first
+    dimension; None where the layers have none (a conv without bias)."""
+    return None if getattr(modules[0], name) is None else join([getattr(m, name) for m in modules])
 
 
 class PackedConv2d(nn.Module):
@@ -46,9 +48,8 @@ class PackedConv2d(nn.Module):
         self.convs = list(convs)  # not submodules: the cells own their parameters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = torch.cat([c.weight for c in self.convs])  # [K*C_out, C_in / groups, kh, kw]
-        bias = None if self.convs[0].bias is None else torch.cat([c.bias for c in self.convs])
-        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups * self.cells)
+        weight = _joined(self.convs, "weight")  # [K*C_out, C_in / groups, kh, kw]
+        return F.conv2d(x, weight, _joined(self.convs, "bias"), self.stride, self.padding, self.dilation, self.groups * self.cells)
 
 
 class PackedLinear(nn.Module):
@@ -63,8 +64,8 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
         x = x.reshape(batch, self.cells, self.in_features).transpose(0, 1)  # [K, B, in]
-        weight = _stacked([m.weight for m in self.linears]).transpose(1, 2)
-        bias = _stacked([m.bias for m in self.linears])
+        weight = _joined(self.linears, "weight", torch.stack).transpose(1, 2)
+        bias = _joined(self.linears, "bias", torch.stack)
         out = torch.bmm(x, weight) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, weight)
         return out.transpose(0, 1).reshape(batch, self.cells * self.out_features)
 
@@ -83,15 +84,14 @@ class PackedBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norms = self.norms
-        cat = lambda name: None if getattr(norms[0], name) is None else torch.cat([getattr(m, name) for m in norms])  # noqa: E731
-        running_mean, running_var = cat("running_mean"), cat("running_var")
-        use_batch_stats = self.training or running_mean is None
+        running_mean, running_var = _joined(norms, "running_mean"), _joined(norms, "running_var")
+        use_running = not self.training or self.track_running_stats
         updates = self.training and self.track_running_stats and running_mean is not None
         if updates and norms[0].num_batches_tracked is not None:
             torch._foreach_add_([m.num_batches_tracked for m in norms], 1)
-        out = F.batch_norm(x, running_mean if not self.training or self.track_running_stats else None,
-                           running_var if not self.training or self.track_running_stats else None,
-                           cat("weight"), cat("bias"), use_batch_stats, self.momentum, self.eps)
+        out = F.batch_norm(x, running_mean if use_running else None, running_var if use_running else None,
+                           _joined(norms, "weight"), _joined(norms, "bias"), self.training or running_mean is None,
+                           self.momentum, self.eps)
         if updates:  # the running statistics go back to each cell's own layer
             with torch.no_grad():
                 size = len(norms[0].running_mean)
