@@ -26,24 +26,42 @@ PACK_JOB_KEY = "pack_job"
 warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
 
 
-def group_options(group: str) -> list[str]:
-    folder = resources.files(CONFIG_PACKAGE).joinpath(group)
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+def group_options(group: str, config_dirs: list[Path] = ()) -> list[str]:
+    """The choices of a config group: noisybench's own presets and those in the user's config dirs."""
+    folders = [resources.files(CONFIG_PACKAGE).joinpath(group), *(Path(d) / group for d in config_dirs)]
+    return sorted({p.name.rsplit(".", 1)[0] for folder in folders if folder.is_dir()
+                   for p in folder.iterdir() if p.name.endswith((".yaml", ".yml"))})
+
+
+def user_config_dirs(argv: list[str]) -> list[Path] | None:
+    """The folders named by ``--config-dir``/``-cd``; None where ``hydra.searchpath`` adds others,
+    whose choices only Hydra can list."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        if arg.lstrip("+").startswith("hydra.searchpath"):
+            return None
+        for flag in ("--config-dir", "-cd"):
+            if arg == flag and i + 1 < len(argv):
+                dirs.append(Path(argv[i + 1]))
+            elif arg.startswith(flag + "="):
+                dirs.append(Path(arg[len(flag) + 1:]))
+    return dirs
 
 
 def check_group_choices(argv: list[str]) -> None:
     """One clear line for ``loss=nope`` instead of Hydra's multi-line "Could not find" report.
 
     Only plain choices and comma-separated sweep lists are checked; anything else (glob(),
-    range(), quoted values) is left to Hydra.
+    range(), quoted values) is left to Hydra. A preset in the user's ``--config-dir`` is a choice too.
     """
+    config_dirs = user_config_dirs(argv)
+    if config_dirs is None:
+        return
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key.startswith(("+", "~", "hydra", "-")) or "." in key or "(" in value:
             continue
-        options = group_options(key)
+        options = group_options(key, config_dirs)
         if not options:
             continue
         for choice in value.split(","):

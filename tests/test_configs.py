@@ -102,6 +102,19 @@ def test_sweep_lists_are_checked_choice_by_choice():
         check_group_choices(["loss=ce,gcee"])
 
 
+@pytest.mark.parametrize("flag", ["--config-dir={}", "-cd {}"])
+def test_a_preset_in_the_users_config_dir_is_a_choice(tmp_path, flag):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "my_table.yaml").write_text("# @package _global_\nseed: 3\n")
+    dir_args = flag.format(tmp_path).split()
+    check_group_choices([*dir_args, "experiment=my_table"])
+    with pytest.raises(ConfigError, match="'my_tabel'.*my_table"):
+        check_group_choices([*dir_args, "experiment=my_tabel"])
+    with pytest.raises(ConfigError, match="'my_table'"):  # without the folder it is unknown
+        check_group_choices(["experiment=my_table"])
+    check_group_choices(["hydra.searchpath=[file://elsewhere]", "experiment=my_table"])  # Hydra's to judge
+
+
 def test_registry_suggests_close_names():
     with pytest.raises(ConfigError, match="did you mean 'mnist'"):
         DATASETS.get("mnsit")
