@@ -26,6 +26,7 @@ SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.csv"
 CHECKPOINT_FILE = "checkpoint.pt"
 NOISY_LABELS_FILE = "noisy_labels.npz"
+HYDRA_CONFIG_FILE = Path(".hydra") / "config.yaml"
 # Where a run's files go when the run is trained again under a changed config: hidden, so that a
 # leaderboard of the folder above does not read them.
 REPLACED_FOLDER = ".replaced"
@@ -94,14 +95,40 @@ def utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
+def read_hydra_config(run_dir: Path) -> dict[str, Any]:
+    """The run's .hydra/config.yaml as plain data (interpolations such as ``${seed}`` unresolved);
+    ValueError naming the file when it cannot be read."""
+    import yaml
+
+    path = Path(run_dir) / HYDRA_CONFIG_FILE
+    try:
+        config = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"corrupt {path}: {type(e).__name__}: {e}") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"corrupt {path}: not a mapping")
+    return config
+
+
+def recorded_config(summary: dict | None, run_dir: Path) -> dict[str, Any] | None:
+    """The fingerprint of the config a run recorded: its summary's ``config``, else (a summary
+    written before that field, or none) its .hydra/config.yaml, still the run's own when a sweep
+    reads it before it relaunches the cell; None when it has neither. Raises ValueError, KeyError or
+    an OmegaConf error when the file cannot be read or an interpolation does not resolve here."""
+    if summary is not None and summary.get("config") is not None:
+        return fingerprint(summary["config"])
+    if not (Path(run_dir) / HYDRA_CONFIG_FILE).is_file():
+        return None
+    tree = read_hydra_config(run_dir)
+    # Only interpolations (``${...}``) need OmegaConf, which costs more than reading the file.
+    return fingerprint(OmegaConf.create(tree) if "${" in str(tree) else tree)
+
+
 def finished_run(run_dir: Path, cfg: DictConfig) -> tuple[dict | None, dict[str, tuple[Any, Any]]]:
     """The summary of the finished run in ``run_dir`` (None when it has none, or the run did not
-    finish) and the changes of ``cfg`` since that run (``config_changes``): a run is reused only
-    when there are none.
-
-    The run's config is its summary's ``config``; for a summary written before that field, the
-    fingerprint of its .hydra/config.yaml (still the run's own, when a sweep reads it before it
-    relaunches the cell); without either it counts as unchanged."""
+    finish) and the changes of ``cfg`` since that run (``config_changes`` of its
+    ``recorded_config``): a run is reused only when there are none. A run whose config cannot be
+    read counts as unchanged."""
     run_dir = Path(run_dir)
     try:
         summary = read_summary(run_dir)
@@ -110,14 +137,12 @@ def finished_run(run_dir: Path, cfg: DictConfig) -> tuple[dict | None, dict[str,
         return None, {}
     if summary is None or summary["status"] not in FINISHED_STATUSES:
         return None, {}
-    recorded = summary.get("config")
-    hydra_config = run_dir / ".hydra" / "config.yaml"
-    if recorded is None and hydra_config.is_file():
-        try:
-            recorded = fingerprint(OmegaConf.load(hydra_config))
-        except Exception as e:  # unreadable YAML, an interpolation that does not resolve here, a missing group
-            log.warning("%s: config unreadable (%s: %s); taking the run as unchanged", hydra_config,
-                        type(e).__name__, e)
+    try:
+        recorded = recorded_config(summary, run_dir)
+    except Exception as e:  # unreadable YAML, an interpolation that does not resolve here, a missing group
+        log.warning("%s: config unreadable (%s: %s); taking the run as unchanged", run_dir / HYDRA_CONFIG_FILE,
+                    type(e).__name__, e)
+        recorded = None
     return summary, {} if recorded is None else config_changes(recorded, cfg)
 
 

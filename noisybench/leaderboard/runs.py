@@ -25,15 +25,14 @@ from typing import Any
 
 import pandas as pd
 
-from noisybench.artifacts import (CHECKPOINT_FILE, METRICS_FILE, NOISY_LABELS_FILE, SUMMARY_FILE, fingerprint,
-                                  read_summary)
+from noisybench.artifacts import (CHECKPOINT_FILE, HYDRA_CONFIG_FILE, METRICS_FILE, NOISY_LABELS_FILE, SUMMARY_FILE,
+                                  read_hydra_config, read_summary, recorded_config)
 from noisybench.noise import NOISE
 from noisybench.noise.human import CIFAR_N_FILES, resolve_key
 from noisybench.registry import ConfigError
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = Path(".hydra") / "config.yaml"
 # Files only a run that started training writes.
 RUN_MARKERS = (SUMMARY_FILE, METRICS_FILE, NOISY_LABELS_FILE, CHECKPOINT_FILE)
 
@@ -138,26 +137,12 @@ def noise_variant(noise: str, dataset: str, fields: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    """The run's .hydra/config.yaml as plain data (interpolations such as ``${seed}`` unresolved)."""
-    import yaml
-
-    path = run_dir / CONFIG_FILE
-    try:
-        config = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"corrupt {path}: {type(e).__name__}: {e}") from e
-    if not isinstance(config, dict):
-        raise ValueError(f"corrupt {path}: not a mapping")
-    return config
-
-
 def _noise_fields(noise: Mapping[str, Any], run_dir: Path) -> dict[str, Any]:
     """The per-type noise fields: from summary.json, else (older summaries) from the run's config."""
     wanted = NOISE.meta(noise["type"]).get("fields", {}) if noise["type"] in NOISE else {}
     fields = {k: noise[k] for k in wanted if k in noise and noise[k] is not None}
-    if len(fields) < len(wanted) and (run_dir / CONFIG_FILE).is_file():
-        cfg_noise = _read_config(run_dir).get("noise") or {}
+    if len(fields) < len(wanted) and (run_dir / HYDRA_CONFIG_FILE).is_file():
+        cfg_noise = read_hydra_config(run_dir).get("noise") or {}
         fields.update({k: cfg_noise[k] for k in wanted if k not in fields and k in cfg_noise})
     return fields
 
@@ -216,10 +201,10 @@ def _detail(summary: Mapping[str, Any], run_dir: Path) -> str:
 def run_from_config(run_dir: Path) -> dict[str, Any]:
     """The row of a run that started but has no summary.json (killed, or still going), from its
     .hydra/config.yaml."""
-    path = run_dir / CONFIG_FILE
+    path = run_dir / HYDRA_CONFIG_FILE
     if not path.is_file():
-        raise ValueError(f"{run_dir}: no {SUMMARY_FILE} and no {CONFIG_FILE}, so its cell is unknown")
-    config = _read_config(run_dir)
+        raise ValueError(f"{run_dir}: no {SUMMARY_FILE} and no {HYDRA_CONFIG_FILE}, so its cell is unknown")
+    config = read_hydra_config(run_dir)
     try:
         from omegaconf import OmegaConf
 
@@ -275,28 +260,18 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def config_values(summary: Mapping[str, Any] | None, run_dir: Path) -> dict[str, str] | None:
     """The run's config beyond its cell columns, as dotted keys and formatted values (``{"trainer.lr":
-    "0.5"}``), from summary.json's ``config``, else from .hydra/config.yaml; None when neither can be read."""
-    from omegaconf import OmegaConf
+    "0.5"}``), from its ``recorded_config``; None when it has none or it cannot be read."""
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        if summary is not None and summary.get("config") is not None:
-            source, tree = run_dir / SUMMARY_FILE, summary["config"]
-        elif (run_dir / CONFIG_FILE).is_file():
-            source, tree = run_dir / CONFIG_FILE, _read_config(run_dir)
-            flat = _flatten(fingerprint(tree))
-            # Only interpolations (``${...}``) need OmegaConf, which costs more than reading the file.
-            if not any("${" in value for value in flat.values()):
-                return flat
-            tree = OmegaConf.create(tree)
-        else:
-            return None
-        return _flatten(fingerprint(tree))
+        tree = recorded_config(summary, run_dir)
     # An interpolation that does not resolve here (an unset ${oc.env:...}), a missing section.
     except (ValueError, KeyError, TypeError, AttributeError, OmegaConfBaseException) as e:
+        source = run_dir / (SUMMARY_FILE if summary is not None and summary.get("config") is not None else HYDRA_CONFIG_FILE)
         log.warning("%s: config unreadable (%s: %s); its settings beyond the cell columns read %r",
                     source, type(e).__name__, e, UNKNOWN)
         return None
+    return None if tree is None else _flatten(tree)
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
