@@ -11,7 +11,9 @@ finished sides, those in --out and those already recorded in --results/curves.cs
 fresh checkout goes on where the last one stopped), and resumes noisybench's from its last epoch
 checkpoint (the papers' code cannot resume: an unfinished run of it starts again). When every run so far has ended, the table
 (``table.md``, ``table.csv``: last and best epoch, ours and theirs, per cell), the curves
-(``curves.png``) and each run's per-epoch test accuracy (``curves.csv``) go to --results.
+(``curves.png``) and each run's per-epoch test accuracy (``curves.csv``) go to --results. Each run
+records the code that trained it: noisybench's commit (``ours.commit``, one line per launch, so a run
+resumed under newer code names both) and the paper repository's (``theirs/official.json``).
 
 Target: last-epoch test accuracy within 3 points of the paper's code for the bounded losses, 8 for CE.
 """
@@ -75,6 +77,29 @@ def ours_curve(run_dir: Path) -> list[float] | None:
         return [float(row["test_acc"]) for row in csv.DictReader(f)]
 
 
+def current_commit() -> str:
+    result = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=7", "HEAD"],
+                            capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def record_launch(cell_dir: Path) -> None:
+    """Append the commit that runs noisybench's side now, unless it is already the last one recorded."""
+    path = cell_dir / "ours.commit"
+    commits = path.read_text().split() if path.is_file() else []
+    if not commits or commits[-1] != current_commit():
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join([*commits, current_commit()]) + "\n")
+
+
+def run_commits(cell_dir: Path) -> tuple[str, str]:
+    """(noisybench's commit(s) joined by '+', the paper repository's), '' where not recorded."""
+    ours = cell_dir / "ours.commit"
+    theirs = cell_dir / "theirs" / "official.json"
+    return ("+".join(ours.read_text().split()) if ours.is_file() else "",
+            json.loads(theirs.read_text()).get("commit", "") if theirs.is_file() else "")
+
+
 def theirs_curve(run_dir: Path) -> list[float] | None:
     path = run_dir / "curve.csv"
     if not path.is_file():
@@ -89,14 +114,20 @@ SIDES = ("noisybench", "paper")
 
 def recorded_curves(results: Path) -> dict[tuple[str, str], list[float]]:
     """The finished runs in --results/curves.csv: (cell name, side) -> test accuracy per epoch."""
+    return {key: curve for key, (curve, _) in recorded_runs(results).items()}
+
+
+def recorded_runs(results: Path) -> dict[tuple[str, str], tuple[list[float], str]]:
+    """(cell name, side) -> (test accuracy per epoch, commit) of the finished runs in --results/curves.csv."""
     path = results / "curves.csv"
-    curves: dict[tuple[str, str], list[float]] = {}
+    runs: dict[tuple[str, str], tuple[list[float], str]] = {}
     if path.is_file():
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
                 cell = Cell(row["paper"], row["loss"], row["noise"], float(row["rate"]))
-                curves.setdefault((cell.name, row["side"]), []).append(float(row["test_acc"]))
-    return {key: curve for key, curve in curves.items() if len(curve) == EPOCHS}
+                curve, _ = runs.setdefault((cell.name, row["side"]), ([], row.get("commit", "")))
+                curve.append(float(row["test_acc"]))
+    return {key: run for key, run in runs.items() if len(run[0]) == EPOCHS}
 
 
 def cell_curves(cell: Cell, out: Path, recorded: dict) -> tuple[list[float] | None, list[float] | None]:
@@ -129,6 +160,8 @@ def run_jobs(jobs, parallel: int) -> int:
             name, command, log = jobs.pop(0)
             log.parent.mkdir(parents=True, exist_ok=True)
             print(f"start {name}", flush=True)
+            if name.endswith(" ours"):
+                record_launch(log.parent)
             with log.open("ab") as f:
                 running.append((name, subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT,
                                                        cwd=REPO_ROOT, env=env)))
@@ -142,44 +175,54 @@ def run_jobs(jobs, parallel: int) -> int:
 
 
 def write_results(cells: list[Cell], out: Path, results: Path) -> None:
-    rows, curves = [], {}
-    recorded = recorded_curves(results)
+    rows, curves, commits = [], {}, {}
+    recorded_with_commits = recorded_runs(results)
+    recorded = {key: curve for key, (curve, _) in recorded_with_commits.items()}
     for cell in cells:
         ours, theirs = cell_curves(cell, out, recorded)
         curves[cell] = (ours, theirs)
+        # A run still in --out names its own commit; one only in curves.csv, the commit recorded there.
+        live = run_commits(out / cell.name)
+        commits[cell] = tuple(
+            (live[i] if from_out else recorded_with_commits.get((cell.name, side), ([], ""))[1]) if curve else ""
+            for i, (side, curve, from_out) in enumerate(
+                ((SIDES[0], ours, ours_curve(out / cell.name / "ours") is not None),
+                 (SIDES[1], theirs, theirs_curve(out / cell.name / "theirs") is not None))))
         if ours is None and theirs is None:
             continue
         pct = lambda curve, f: None if curve is None else round(100 * f(curve), 2)  # noqa: E731
         row = {"paper": cell.paper, "loss": cell.loss, "noise": cell.noise, "rate": cell.rate,
                "ours_last": pct(ours, lambda c: c[-1]), "theirs_last": pct(theirs, lambda c: c[-1]),
-               "ours_best": pct(ours, max), "theirs_best": pct(theirs, max), "target": cell.target}
+               "ours_best": pct(ours, max), "theirs_best": pct(theirs, max), "target": cell.target,
+               "ours_commit": commits[cell][0], "theirs_commit": commits[cell][1]}
         both = ours is not None and theirs is not None
         row["delta_last"] = round(row["ours_last"] - row["theirs_last"], 2) if both else None
         row["within_target"] = (abs(row["delta_last"]) <= cell.target) if both else None
         rows.append(row)
     results.mkdir(parents=True, exist_ok=True)
     columns = ["paper", "loss", "noise", "rate", "ours_last", "theirs_last", "delta_last", "target",
-               "within_target", "ours_best", "theirs_best"]
+               "within_target", "ours_best", "theirs_best", "ours_commit", "theirs_commit"]
     with (results / "table.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     show = lambda v: "–" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| paper | loss | noise | last: ours | last: paper's code | Δ | within | best: ours | best: paper's code |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| paper | loss | noise | last: ours | last: paper's code | Δ | within | best: ours | best: paper's code "
+             "| noisybench commit |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         within = "–" if r["within_target"] is None else ("yes" if r["within_target"] else "NO") + f" (±{r['target']:g})"
         lines.append(f"| {r['paper']} | {r['loss']} | {r['noise']} {r['rate']} | {show(r['ours_last'])} | "
                      f"{show(r['theirs_last'])} | {show(r['delta_last'])} | {within} | {show(r['ours_best'])} | "
-                     f"{show(r['theirs_best'])} |")
+                     f"{show(r['theirs_best'])} | {r['ours_commit'] or '–'} |")
     (results / "table.md").write_text("\n".join(lines) + "\n")
     with (results / "curves.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["paper", "loss", "noise", "rate", "side", "epoch", "test_acc"])
+        writer.writerow(["paper", "loss", "noise", "rate", "side", "epoch", "test_acc", "commit"])
         for cell, (ours, theirs) in curves.items():
-            for side, curve in zip(SIDES, (ours, theirs)):
+            for side, curve, commit in zip(SIDES, (ours, theirs), commits[cell]):
                 for epoch, acc in enumerate(curve or [], 1):
-                    writer.writerow([cell.paper, cell.loss, cell.noise, cell.rate, side, epoch, f"{acc:.6f}"])
+                    writer.writerow([cell.paper, cell.loss, cell.noise, cell.rate, side, epoch, f"{acc:.6f}", commit])
     plot_curves({c: v for c, v in curves.items() if v != (None, None)}, results / "curves.png")
 
 
