@@ -9,7 +9,7 @@ its own config, noise, initialisation and data order (``scripts/check_official_t
 --full``). DIR holds clones of the official repositories under their GitHub names. A re-run skips
 finished sides, those in --out and those already recorded in --results/curves.csv (committed, so a
 fresh checkout goes on where the last one stopped), and resumes noisybench's from its last epoch
-checkpoint (the papers' code cannot resume: an unfinished run of it starts again). When every run so far has ended, the table
+checkpoint (the papers' code cannot resume: an unfinished run of it starts again). As each run ends, the table
 (``table.md``, ``table.csv``: last and best epoch, ours and theirs, per cell), the curves
 (``curves.png``) and each run's per-epoch test accuracy (``curves.csv``) go to --results. Each run
 records the code that trained it: noisybench's commit (``ours.commit``, one line per launch, so a run
@@ -150,8 +150,9 @@ def pending_jobs(cells: list[Cell], out: Path, checkouts: Path, data_root: Path,
     return jobs
 
 
-def run_jobs(jobs, parallel: int) -> int:
-    """Run the jobs, ``parallel`` at a time, each with one intra-op thread; return the failures."""
+def run_jobs(jobs, parallel: int, on_done=lambda: None) -> int:
+    """Run the jobs, ``parallel`` at a time, each with one intra-op thread, calling ``on_done`` as each
+    ends; return the failures."""
     running: list[tuple[str, subprocess.Popen]] = []
     failures = 0
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
@@ -171,6 +172,7 @@ def run_jobs(jobs, parallel: int) -> int:
                 running.remove((name, process))
                 failures += process.returncode != 0
                 print(f"{'done' if process.returncode == 0 else 'FAILED'} {name}", flush=True)
+                on_done()
     return failures
 
 
@@ -274,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs = pending_jobs(cells, args.out, args.checkouts.resolve(), args.data_root.resolve(),
                             recorded_curves(args.results))
         print(f"{len(jobs)} runs to go", flush=True)
-        failures = run_jobs(jobs, args.jobs)
+        # The results are rewritten as each run ends, so a runner stopped midway leaves them current.
+        failures = run_jobs(jobs, args.jobs, on_done=lambda: write_results(CELLS, args.out, args.results))
     write_results(CELLS, args.out, args.results)
     print((args.results / "table.md").read_text())
     return 1 if failures else 0
