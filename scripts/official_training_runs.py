@@ -87,9 +87,10 @@ def record_launch(cell_dir: Path) -> None:
     """Append the commit that runs noisybench's side now, unless it is already the last one recorded."""
     path = cell_dir / "ours.commit"
     commits = path.read_text().split() if path.is_file() else []
-    if not commits or commits[-1] != current_commit():
+    commit = current_commit()
+    if not commits or commits[-1] != commit:
         cell_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join([*commits, current_commit()]) + "\n")
+        path.write_text("\n".join([*commits, commit]) + "\n")
 
 
 def run_commits(cell_dir: Path) -> tuple[str, str]:
@@ -112,11 +113,6 @@ def theirs_curve(run_dir: Path) -> list[float] | None:
 SIDES = ("noisybench", "paper")
 
 
-def recorded_curves(results: Path) -> dict[tuple[str, str], list[float]]:
-    """The finished runs in --results/curves.csv: (cell name, side) -> test accuracy per epoch."""
-    return {key: curve for key, (curve, _) in recorded_runs(results).items()}
-
-
 def recorded_runs(results: Path) -> dict[tuple[str, str], tuple[list[float], str]]:
     """(cell name, side) -> (test accuracy per epoch, commit) of the finished runs in --results/curves.csv."""
     path = results / "curves.csv"
@@ -130,9 +126,16 @@ def recorded_runs(results: Path) -> dict[tuple[str, str], tuple[list[float], str
     return {key: run for key, run in runs.items() if len(run[0]) == EPOCHS}
 
 
-def cell_curves(cell: Cell, out: Path, recorded: dict) -> tuple[list[float] | None, list[float] | None]:
-    ours = ours_curve(out / cell.name / "ours") or recorded.get((cell.name, SIDES[0]))
-    theirs = theirs_curve(out / cell.name / "theirs") or recorded.get((cell.name, SIDES[1]))
+Run = tuple[list[float] | None, str]  # test accuracy per epoch (None: not finished), the commit that trained it
+
+
+def cell_runs(cell: Cell, out: Path, recorded: dict) -> tuple[Run, Run]:
+    """Each side's finished run: the one in --out, with the commit it recorded there, else the one
+    recorded in --results/curves.csv, with the commit written beside it."""
+    live = zip(SIDES, (ours_curve(out / cell.name / "ours"), theirs_curve(out / cell.name / "theirs")),
+               run_commits(out / cell.name))
+    ours, theirs = ((curve, commit) if curve is not None else recorded.get((cell.name, side), (None, ""))
+                    for side, curve, commit in live)
     return ours, theirs
 
 
@@ -141,7 +144,7 @@ def pending_jobs(cells: list[Cell], out: Path, checkouts: Path, data_root: Path,
     jobs = []
     for cell in cells:
         ours_dir, theirs_dir = out / cell.name / "ours", out / cell.name / "theirs"
-        ours, theirs = cell_curves(cell, out, recorded)
+        (ours, _), (theirs, _) = cell_runs(cell, out, recorded)
         if ours is None:
             jobs.append((f"{cell.name} ours", ours_command(cell, ours_dir, data_root), out / cell.name / "ours.log"))
         if theirs is None:
@@ -178,18 +181,11 @@ def run_jobs(jobs, parallel: int, on_done=lambda: None) -> int:
 
 def write_results(cells: list[Cell], out: Path, results: Path) -> None:
     rows, curves, commits = [], {}, {}
-    recorded_with_commits = recorded_runs(results)
-    recorded = {key: curve for key, (curve, _) in recorded_with_commits.items()}
+    recorded = recorded_runs(results)
     for cell in cells:
-        ours, theirs = cell_curves(cell, out, recorded)
+        (ours, ours_commit), (theirs, theirs_commit) = cell_runs(cell, out, recorded)
         curves[cell] = (ours, theirs)
-        # A run still in --out names its own commit; one only in curves.csv, the commit recorded there.
-        live = run_commits(out / cell.name)
-        commits[cell] = tuple(
-            (live[i] if from_out else recorded_with_commits.get((cell.name, side), ([], ""))[1]) if curve else ""
-            for i, (side, curve, from_out) in enumerate(
-                ((SIDES[0], ours, ours_curve(out / cell.name / "ours") is not None),
-                 (SIDES[1], theirs, theirs_curve(out / cell.name / "theirs") is not None))))
+        commits[cell] = (ours_commit if ours else "", theirs_commit if theirs else "")
         if ours is None and theirs is None:
             continue
         pct = lambda curve, f: None if curve is None else round(100 * f(curve), 2)  # noqa: E731
@@ -274,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     if not args.report_only:
         jobs = pending_jobs(cells, args.out, args.checkouts.resolve(), args.data_root.resolve(),
-                            recorded_curves(args.results))
+                            recorded_runs(args.results))
         print(f"{len(jobs)} runs to go", flush=True)
         # The results are rewritten as each run ends, so a runner stopped midway leaves them current.
         failures = run_jobs(jobs, args.jobs, on_done=lambda: write_results(CELLS, args.out, args.results))
