@@ -110,14 +110,21 @@ def read_hydra_config(run_dir: Path) -> dict[str, Any]:
     return config
 
 
+def recorded_config_file(summary: dict | None, run_dir: Path) -> Path:
+    """Where ``recorded_config`` reads a run's config: summary.json when it has one, else .hydra/config.yaml."""
+    return Path(run_dir) / (SUMMARY_FILE if summary is not None and summary.get("config") is not None
+                            else HYDRA_CONFIG_FILE)
+
+
 def recorded_config(summary: dict | None, run_dir: Path) -> dict[str, Any] | None:
     """The fingerprint of the config a run recorded: its summary's ``config``, else (a summary
     written before that field, or none) its .hydra/config.yaml, still the run's own when a sweep
     reads it before it relaunches the cell; None when it has neither. Raises ValueError, KeyError or
     an OmegaConf error when the file cannot be read or an interpolation does not resolve here."""
-    if summary is not None and summary.get("config") is not None:
+    path = recorded_config_file(summary, run_dir)
+    if path.name == SUMMARY_FILE:
         return fingerprint(summary["config"])
-    if not (Path(run_dir) / HYDRA_CONFIG_FILE).is_file():
+    if not path.is_file():
         return None
     tree = read_hydra_config(run_dir)
     # Only interpolations (``${...}``) need OmegaConf, which costs more than reading the file.
@@ -140,8 +147,8 @@ def finished_run(run_dir: Path, cfg: DictConfig) -> tuple[dict | None, dict[str,
     try:
         recorded = recorded_config(summary, run_dir)
     except Exception as e:  # unreadable YAML, an interpolation that does not resolve here, a missing group
-        log.warning("%s: config unreadable (%s: %s); taking the run as unchanged", run_dir / HYDRA_CONFIG_FILE,
-                    type(e).__name__, e)
+        log.warning("%s: config unreadable (%s: %s); taking the run as unchanged",
+                    recorded_config_file(summary, run_dir), type(e).__name__, e)
         recorded = None
     return summary, {} if recorded is None else config_changes(recorded, cfg)
 

@@ -26,7 +26,8 @@ from typing import Any
 import pandas as pd
 
 from noisybench.artifacts import (CHECKPOINT_FILE, HYDRA_CONFIG_FILE, METRICS_FILE, NOISY_LABELS_FILE, SUMMARY_FILE,
-                                  read_hydra_config, read_summary, recorded_config)
+                                  read_hydra_config, read_summary, recorded_config,
+                                  recorded_config_file)
 from noisybench.noise import NOISE
 from noisybench.noise.human import CIFAR_N_FILES, resolve_key
 from noisybench.registry import ConfigError
@@ -267,9 +268,8 @@ def config_values(summary: Mapping[str, Any] | None, run_dir: Path) -> dict[str,
         tree = recorded_config(summary, run_dir)
     # An interpolation that does not resolve here (an unset ${oc.env:...}), a missing section.
     except (ValueError, KeyError, TypeError, AttributeError, OmegaConfBaseException) as e:
-        source = run_dir / (SUMMARY_FILE if summary is not None and summary.get("config") is not None else HYDRA_CONFIG_FILE)
         log.warning("%s: config unreadable (%s: %s); its settings beyond the cell columns read %r",
-                    source, type(e).__name__, e, UNKNOWN)
+                    recorded_config_file(summary, run_dir), type(e).__name__, e, UNKNOWN)
         return None
     return None if tree is None else _flatten(tree)
 
