@@ -50,15 +50,15 @@ def compose_experiment(name: str) -> DictConfig:
 
 
 @lru_cache(maxsize=None)
-def sweep_jobs(name: str) -> tuple[dict[str, str], ...]:
-    """The jobs ``python -m noisybench --multirun experiment=<name>`` launches, each as key -> value:
-    the sweeper is instantiated as Hydra's multirun does it, and expands them with its own
-    ``job_overrides`` (nothing is launched)."""
+def sweep_jobs(name: str, *command_line: str) -> tuple[dict[str, str], ...]:
+    """The jobs ``python -m noisybench --multirun experiment=<name> <command_line>`` launches, each
+    as key -> value: the sweeper is instantiated as Hydra's multirun does it, and expands them with
+    its own ``job_overrides`` (nothing is launched)."""
     cfg = compose_experiment(name)
     context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=Callbacks())
     sweeper = Plugins.instance().instantiate_sweeper(hydra_context=context, task_function=lambda _: None,
                                                      config=cfg)
-    jobs = sweeper.job_overrides(list(cfg.hydra.overrides.task))
+    jobs = sweeper.job_overrides([*cfg.hydra.overrides.task, *command_line])
     return tuple(dict(o.split("=", 1) for o in job) for job in jobs)
 
 
@@ -258,6 +258,36 @@ def test_grid_has_the_papers_cells(name):
         assert {job["loss"] for job in jobs} == {"ce", "gce", "sce", "nce_rce", "nce_agce", "anl_ce", "jal_ce"}
     elif name != "cifar_n":
         assert {setting(job) for job in jobs} == PAPER_NOISE
+
+
+def settings(jobs: tuple[dict[str, str], ...]) -> set[tuple[str, str, float]]:
+    return {(job["noise"], job["noise.variant"], float(job["noise.rate"])) for job in jobs}
+
+
+def test_command_line_noise_selects_the_sub_grid_with_its_generator():
+    # The symmetric sub-grid would otherwise become asymmetric with its own variant, 'sampled',
+    # which the asymmetric noise does not have.
+    jobs = sweep_jobs("alfs_mnist", "noise=asymmetric", "noise.rate=0.4")
+    assert settings(jobs) == {("asymmetric", "apl_cascade", 0.4)}
+    assert len(jobs) == 10 * 3
+    jobs = sweep_jobs("alfs_mnist", "noise=asymmetric")
+    assert settings(jobs) == {("asymmetric", "apl_cascade", r) for r in (0.1, 0.2, 0.3, 0.4)}
+    cfg = compose(config_name="config", overrides=["experiment=alfs_mnist", *(f"{k}={v}" for k, v in jobs[0].items())])
+    check_noise(cfg.noise, "mnist", 10)
+
+
+def test_command_line_value_narrows_the_sub_grids_that_hold_it_else_all():
+    assert settings(sweep_jobs("mnist_apl", "noise.rate=0.8")) == {("symmetric", "exact", 0.8)}
+    assert settings(sweep_jobs("apl_mnist", "noise.rate=0.2,0.4")) == {
+        (noise, variant, rate) for noise, variant in (("symmetric", "exact"), ("asymmetric", "apl_cascade"))
+        for rate in (0.2, 0.4)}
+    # A rate that no sub-grid sweeps: every sub-grid runs it.
+    assert settings(sweep_jobs("mnist_apl", "noise.rate=0.5")) == {
+        ("symmetric", "exact", 0.5), ("asymmetric", "apl_cascade", 0.5)}
+    # Named with its generator, as before; an asymmetric rate past the sub-grid's replaces it.
+    assert settings(sweep_jobs("alfs_mnist", "noise=asymmetric", "noise.variant=apl_cascade",
+                               "noise.rate=0.45")) == {("asymmetric", "apl_cascade", 0.45)}
+    assert len(sweep_jobs("mnist_apl", "noise.rate=0.8", "loss=ce,gce", "seed=0")) == 2
 
 
 def test_header_states_the_cell_count_and_the_command():

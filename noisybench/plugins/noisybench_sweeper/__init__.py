@@ -4,8 +4,11 @@ sweepers only from that namespace): Hydra's basic sweeper plus union grids and u
 A paper table is not one cartesian product: symmetric noise runs at rates 0.2..0.8 and
 asymmetric noise at 0.1..0.4. ``hydra.sweeper.grid`` lists sub-grids (key -> sweep string, as in
 ``hydra.sweeper.params``); the jobs are the union over sub-grids of the product
-``params x sub-grid x command line``, duplicates removed. The command line wins over both, so
-``noise.rate=0.8`` narrows every sub-grid that sweeps the rate.
+``params x sub-grid x command line``, duplicates removed. The command line wins over both, and
+selects sub-grids: a key it sets that sub-grids also set keeps only the sub-grids holding one of
+its values (``noise=asymmetric`` runs the asymmetric sub-grid, with that sub-grid's generator and
+rates; ``noise.rate=0.8`` the sub-grids that sweep 0.8, narrowed to it). When no sub-grid holds
+any of them, every sub-grid takes the command line's values (``noise.rate=0.5``).
 
 Before any job starts, every job's config is composed and checked (``run.check_config``), so a
 bad value in cell 200 of a sweep fails the sweep before cell 1 trains. Cells whose summary.json
@@ -72,6 +75,27 @@ def custom_loss_only(job: list[str]) -> list[str]:
     return [o for o in job if key(o) != "loss.fn"]
 
 
+def sweep_values(override: Any) -> set[Any]:
+    """The values an override sets: one, or each of a sweep's (``0.2,0.4``, ``range(0,3)``)."""
+    try:
+        return set(override.sweep_iterator()) if override.is_sweep_override() else {override.value()}
+    except (TypeError, ValueError):  # unhashable (a list or dict value) or not enumerable (glob)
+        return set()
+
+
+def select_sub_grids(sub_grids: list[dict[str, Any]], command_line: Sequence[Any],
+                     parse: Any) -> list[dict[str, Any]]:
+    """The sub-grids that the command line's keys select (module docstring), in their order."""
+    kept = list(sub_grids)
+    for override in command_line:
+        key = override.key_or_group
+        wanted = sweep_values(override)
+        holds = [key not in g or bool(wanted & sweep_values(parse(f"{key}={g[key]}"))) for g in kept]
+        if any(held and key in g for held, g in zip(holds, kept)):
+            kept = [g for held, g in zip(holds, kept) if held]
+    return kept
+
+
 class GridSweeper(BasicSweeper):
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
                  grid: Sequence[dict[str, Any]] | None = None, check: bool = True):
@@ -83,9 +107,11 @@ class GridSweeper(BasicSweeper):
         """Each job's override list, in sweep order."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         common = [f"{k}={v}" for k, v in self.params.items()]
+        sub_grids = select_sub_grids(self.grid, parser.parse_overrides(list(arguments)),
+                                     lambda override: parser.parse_overrides([override])[0])
         jobs: list[list[str]] = []
         seen: set[tuple[str, ...]] = set()
-        for sub_grid in self.grid or [{}]:
+        for sub_grid in sub_grids or [{}]:
             grid_args = [f"{k}={v}" for k, v in sub_grid.items()]
             overrides = parser.parse_overrides(common + grid_args + list(arguments))
             for job in self.split_arguments(overrides, None)[0]:
