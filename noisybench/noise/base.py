@@ -154,7 +154,7 @@ def _split_fields(cfg: dict[str, Any]) -> tuple[str, float, int, dict[str, Any]]
     variants = meta.get("variants")
     if variants and fields["variant"] not in variants:
         raise ConfigError(
-            f"noise.variant={fields['variant']!r} is not a {name} variant; allowed: {', '.join(variants)}"
+            f"noise.variant={fields['variant']!r} is not a variant of {name} noise; allowed: {', '.join(variants)}"
         )
     return name, rate, int(seed), fields
 
