@@ -272,7 +272,8 @@ def test_command_line_noise_selects_the_sub_grid_with_its_generator():
     assert len(jobs) == 10 * 3
     jobs = sweep_jobs("alfs_mnist", "noise=asymmetric")
     assert settings(jobs) == {("asymmetric", "apl_cascade", r) for r in (0.1, 0.2, 0.3, 0.4)}
-    cfg = compose(config_name="config", overrides=["experiment=alfs_mnist", *(f"{k}={v}" for k, v in jobs[0].items())])
+    cell = [f"{key}={value}" for key, value in jobs[0].items()]
+    cfg = compose(config_name="config", overrides=["experiment=alfs_mnist", *cell])
     check_noise(cfg.noise, "mnist", 10)
 
 

@@ -30,7 +30,6 @@ A sweep in which any cell failed exits with status 1 once its leaderboard is wri
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -83,14 +82,17 @@ def sweep_values(override: Any) -> set[Any]:
         return set()
 
 
-def select_sub_grids(sub_grids: list[dict[str, Any]], command_line: Sequence[Any],
-                     parse: Any) -> list[dict[str, Any]]:
+def select_sub_grids(sub_grids: list[dict[str, Any]], arguments: Sequence[str],
+                     parser: OverridesParser) -> list[dict[str, Any]]:
     """The sub-grids that the command line's keys select (module docstring), in their order."""
+    def values(key: str, sub_grid: dict[str, Any]) -> set[Any]:
+        return sweep_values(parser.parse_overrides([f"{key}={sub_grid[key]}"])[0])
+
     kept = list(sub_grids)
-    for override in command_line:
+    for override in parser.parse_overrides(list(arguments)):
         key = override.key_or_group
         wanted = sweep_values(override)
-        holds = [key not in g or bool(wanted & sweep_values(parse(f"{key}={g[key]}"))) for g in kept]
+        holds = [key not in g or bool(wanted & values(key, g)) for g in kept]
         if any(held and key in g for held, g in zip(holds, kept)):
             kept = [g for held, g in zip(holds, kept) if held]
     return kept
@@ -107,8 +109,7 @@ class GridSweeper(BasicSweeper):
         """Each job's override list, in sweep order."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         common = [f"{k}={v}" for k, v in self.params.items()]
-        sub_grids = select_sub_grids(self.grid, parser.parse_overrides(list(arguments)),
-                                     lambda override: parser.parse_overrides([override])[0])
+        sub_grids = select_sub_grids(self.grid, arguments, parser)
         jobs: list[list[str]] = []
         seen: set[tuple[str, ...]] = set()
         for sub_grid in sub_grids or [{}]:
