@@ -254,13 +254,16 @@ def test_every_zoo_model_stacks_into_one_module_equal_to_its_cells(name):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_a_pack_of_one_trains_as_its_model_alone_bit_for_bit(optimizer):
+def test_a_pack_of_one_trains_as_its_model_alone(optimizer):
     """No special case for one cell: through the stacked model, its own torch.optim optimiser,
-    clipping and schedule, three steps give the parameters of the model trained alone."""
+    clipping and schedule, three steps give the parameters of the model trained alone, up to the
+    float32 rounding of the batched matmul (bit for bit on CPUs where it sums as the single one;
+    not on every CPU). A step left out or changed would move them by far more: without weight
+    decay, SGD's parameters here would differ by 17% of how far training moved them."""
     t = compose_config([f"trainer.optimizer={optimizer}", "trainer.nesterov=true"]).trainer
     model = build_model(OmegaConf.create({"name": "cnn4"}), (1, 28, 28), 10,
                         generator=torch.Generator().manual_seed(0)).to(memory_format=torch.channels_last)
-    alone = copy.deepcopy(model)
+    alone, initial = copy.deepcopy(model), copy.deepcopy(model)
     x, y = torch.randn(3, 16, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(16) % 10
     for net, forward in ((alone, lambda b: alone(b.contiguous(memory_format=torch.channels_last))),
                          (model, lambda b, packed=StackedModel([model], True): packed(b[None])[0])):
@@ -270,9 +273,12 @@ def test_a_pack_of_one_trains_as_its_model_alone_bit_for_bit(optimizer):
             torch.nn.functional.cross_entropy(forward(batch), y).backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)
             opt.step()
-    for p, q in zip(model.parameters(), alone.parameters()):
-        assert torch.equal(p, q)
-    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), alone.buffers()))
+    with torch.no_grad():
+        moved = max(float((q - p0).abs().max()) for q, p0 in zip(alone.parameters(), initial.parameters()))
+        for p, q in zip(model.parameters(), alone.parameters()):
+            assert float((p - q).abs().max()) <= 1e-3 * moved  # rounding: at most 1.2e-4 of it measured
+    for a, b in zip(model.buffers(), alone.buffers()):  # BatchNorm statistics and batch counts
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_a_layer_a_pack_cannot_stack_is_named():
